@@ -1,0 +1,108 @@
+"""The `latentgate` command line.
+
+Each subcommand parses its arguments and calls one function of the package; the work itself
+lives in the pipeline modules. Errors a user can cause (`LatentGateError`) are printed as one
+message without a traceback, and the process exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from harness import __version__
+from harness.errors import LatentGateError
+
+log = logging.getLogger("harness.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="latentgate",
+        description="Find class directions in a StyleGAN2 latent space, measure what else they "
+        "change, and gate classifier versions on it.",
+    )
+    parser.add_argument("--version", action="version", version=f"latentgate {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log debug messages as well as info"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_generator_commands(commands)
+    return parser
+
+
+def _add_generator_commands(commands: argparse._SubParsersAction) -> None:
+    convert = commands.add_parser(
+        "convert",
+        help="convert a StyleGAN2 checkpoint to LatentGate's safetensors form",
+        description="Convert a rosinality .pt, an NVIDIA stylegan2-ada .pkl or an NVIDIA state "
+        "dict to a .safetensors file that stores the architecture and w_avg in its metadata.",
+    )
+    convert.add_argument("src", help="checkpoint to read")
+    convert.add_argument("dst", help="output path, ending in .safetensors")
+    convert.add_argument(
+        "--force", action="store_true", help="overwrite DST if it already exists"
+    )
+    convert.set_defaults(handler=_run_convert)
+
+    generate = commands.add_parser(
+        "generate",
+        help="render images from a generator for a list of seeds",
+        description="Load a generator, render one image per seed, and write PNGs plus a grid.",
+    )
+    generate.add_argument("--generator", required=True, help="generator checkpoint path")
+    generate.add_argument(
+        "--seeds", default="0-7", help="seeds as a list and ranges, e.g. 0-7 or 1,5,9-12"
+    )
+    generate.add_argument("--out", required=True, help="output folder (created if missing)")
+    generate.add_argument(
+        "--truncation-psi", type=float, default=1.0, help="truncation towards w_avg (1 = none)"
+    )
+    generate.add_argument(
+        "--noise-mode",
+        choices=["const", "random", "none"],
+        default="const",
+        help="noise inputs of the synthesis network",
+    )
+    generate.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    generate.set_defaults(handler=_run_generate)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from harness.generator import convert_checkpoint
+
+    convert_checkpoint(args.src, args.dst, overwrite=args.force)
+    return 0
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from harness.generator.render import generate_images, parse_seeds
+
+    generate_images(
+        generator_path=args.generator,
+        seeds=parse_seeds(args.seeds),
+        out_dir=args.out,
+        truncation_psi=args.truncation_psi,
+        noise_mode=args.noise_mode,
+        device=args.device,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.handler(args)
+    except LatentGateError as error:
+        print(f"latentgate: error: {error}", file=sys.stderr)
+        return error.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
