@@ -31,3 +31,7 @@ class ShapeError(LatentGateError):
 
 class ConfigError(LatentGateError):
     """A suite or configuration file that is malformed or violates a rule."""
+
+
+class RegistryError(LatentGateError):
+    """A model URI, registered model, version, alias or tracking store that cannot be used."""
