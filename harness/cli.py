@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_generator_commands(commands)
+    _add_suite_commands(commands)
     return parser
 
 
@@ -87,6 +88,32 @@ def _run_generate(args: argparse.Namespace) -> int:
         noise_mode=args.noise_mode,
         device=args.device,
     )
+    return 0
+
+
+def _add_suite_commands(commands: argparse._SubParsersAction) -> None:
+    suite = commands.add_parser(
+        "suite", help="work with suite files", description="Work with suite files."
+    )
+    suite_commands = suite.add_subparsers(
+        dest="suite_command", metavar="SUITE_COMMAND", required=True
+    )
+    check = suite_commands.add_parser(
+        "check",
+        help="validate a suite file without loading any model",
+        description="Validate a suite file, check that its generator and identity paths exist, "
+        "and print the resolved settings and each class's expectations. Loads no model. "
+        "Exit code 0 if the suite is valid, 2 if not.",
+    )
+    check.add_argument("file", help="suite YAML file")
+    check.set_defaults(handler=_run_suite_check)
+
+
+def _run_suite_check(args: argparse.Namespace) -> int:
+    from harness.suite import load_suite
+    from harness.suite.summary import format_summary
+
+    print("\n".join(format_summary(load_suite(args.file))))
     return 0
 
 
