@@ -19,32 +19,12 @@ from typing import Any, Literal
 
 from harness.errors import EXIT_BAD_INPUT, EXIT_FAIL, EXIT_PASS
 from harness.metrics import METRICS
+from harness.metrics.bootstrap import Measurement
 from harness.suite.expectations import Expectation
 
 Status = Literal["pass", "fail", "error"]
 
 EXIT_CODES: dict[str, int] = {"pass": EXIT_PASS, "fail": EXIT_FAIL, "error": EXIT_BAD_INPUT}
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """One metric of one class: mean over samples and its bootstrap confidence interval."""
-
-    mean: float
-    ci_low: float
-    ci_high: float
-    num_samples: int
-    confidence: float | None = None  # e.g. 0.95; None when the producer did not state it
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Measurement:
-        return cls(
-            mean=float(data["mean"]),
-            ci_low=float(data["ci_low"]),
-            ci_high=float(data["ci_high"]),
-            num_samples=int(data["num_samples"]),
-            confidence=None if data.get("confidence") is None else float(data["confidence"]),
-        )
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -10,16 +12,26 @@ from scipy import stats
 
 @dataclass(frozen=True)
 class Measurement:
-    """The mean of a per-sample metric and its bootstrap confidence interval."""
+    """One metric of one class: mean over samples and its bootstrap confidence interval."""
 
     mean: float
     ci_low: float
     ci_high: float
     num_samples: int
-    confidence: float
+    confidence: float | None = None  # e.g. 0.95; None when the producer did not state it
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Measurement:
+        return cls(
+            mean=float(data["mean"]),
+            ci_low=float(data["ci_low"]),
+            ci_high=float(data["ci_high"]),
+            num_samples=int(data["num_samples"]),
+            confidence=None if data.get("confidence") is None else float(data["confidence"]),
+        )
 
 
 def bootstrap_mean(
