@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_generator_commands(commands)
     _add_suite_commands(commands)
+    _add_run_command(commands)
+    _add_demo_commands(commands)
     return parser
 
 
@@ -114,6 +116,83 @@ def _run_suite_check(args: argparse.Namespace) -> int:
     from harness.suite.summary import format_summary
 
     print("\n".join(format_summary(load_suite(args.file))))
+    return 0
+
+
+def _add_run_command(commands: argparse._SubParsersAction) -> None:
+    run = commands.add_parser(
+        "run",
+        help="evaluate a registered classifier version against a suite",
+        description="Search one latent direction per class, measure what else changes, apply "
+        "the suite's expectations, log everything to MLflow and tag the model version with the "
+        "verdict. Exit code: 0 pass, 1 fail, 2 error or bad input.",
+    )
+    run.add_argument(
+        "--model",
+        required=True,
+        help="registered model version: NAME:VERSION, NAME@ALIAS, models:/NAME/VERSION or "
+        "models:/NAME@ALIAS",
+    )
+    run.add_argument("--suite", default="suites/hair.yaml", help="suite file (YAML)")
+    run.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking and registry URI (default: MLFLOW_TRACKING_URI, else MLflow's "
+        "default sqlite:///mlflow.db in the working folder)",
+    )
+    run.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.set_defaults(handler=_run_evaluation)
+
+
+def _run_evaluation(args: argparse.Namespace) -> int:
+    from harness.evaluation import evaluate
+
+    result = evaluate(
+        args.model,
+        args.suite,
+        tracking_uri=args.tracking_uri,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    print("\n".join(result.report))
+    print(f"MLflow run: {result.run_id}")
+    return result.exit_code
+
+
+def _add_demo_commands(commands: argparse._SubParsersAction) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="set up or rebuild the embedded demo world",
+        description="The demo world: a synthetic avatar generator, identity model and hairstyle "
+        "classifiers with planted shortcuts, committed under weights/demo.",
+    )
+    actions = demo.add_subparsers(dest="demo_command", metavar="ACTION", required=True)
+    setup = actions.add_parser(
+        "setup",
+        help="register the demo classifiers as versions 1-3 of model 'hair'",
+        description="Register the committed demo classifiers as versions 1, 2, 3 of the "
+        "registered model 'hair' and set alias 'champion' on version 1. Running it again "
+        "changes nothing.",
+    )
+    setup.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking and registry URI (default: MLFLOW_TRACKING_URI, else "
+        "sqlite:///mlflow.db in the working folder)",
+    )
+    setup.set_defaults(handler=_run_demo_setup)
+
+
+def _run_demo_setup(args: argparse.Namespace) -> int:
+    from harness.demo.registry import setup_demo_registry
+
+    actions = setup_demo_registry(args.tracking_uri)
+    if actions:
+        for action in actions:
+            print(action)
+    else:
+        print("demo registry already set up; nothing changed")
     return 0
 
 

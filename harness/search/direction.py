@@ -156,7 +156,7 @@ def _search_chunk(
 
         for c in range(num_classes):
             if active[c]:
-                results[c].loss_history.append(float(per_class[c]))
+                results[c].loss_history.append(float(per_class[c].detach()))
         if progress:
             steps.set_postfix(loss=f"{float(total) / max(int(active.sum()), 1):.3f}")
 

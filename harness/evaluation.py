@@ -1,0 +1,316 @@
+"""The main job: evaluate one registered classifier version against a suite.
+
+    load suite -> resolve and load classifier -> load generator and identity model
+    -> sample base latents -> search one direction per class -> walk and measure
+    -> gate -> artifacts, MLflow run, verdict tags on the model version
+
+Inputs are validated before the MLflow run starts, so a bad suite or an unknown model leaves no
+run behind. Once the run has started, any error ends it FAILED and tags the model version
+`error`, never `pass`. Artifacts are written to a temporary folder and logged only when all of
+them exist, so no half-written set reaches the run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness import __version__
+from harness.classifier import ResolvedModel, load_classifier, resolve_model
+from harness.classifier.registry import check_registry_uri
+from harness.errors import LatentGateError
+from harness.gate import ClassOutcome, GateResult, evaluate_gate, format_report
+from harness.metrics.bootstrap import Measurement
+from harness.metrics.walk import WalkCurves, measure_walk, render_walk
+from harness.search import DirectionResult, SearchSettings, search_directions
+from harness.suite import Suite, load_suite
+from harness.tracking import (
+    TAG_FAILED,
+    TAG_RUN_ID,
+    TAG_SUITE,
+    TAG_VERDICT,
+    EvaluationRun,
+    tag_model_version,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluationResult:
+    """What one evaluation produced."""
+
+    gate: GateResult
+    model: ResolvedModel
+    run_id: str
+    report: list[str]  # lines of the text report printed at the end
+
+    @property
+    def exit_code(self) -> int:
+        return self.gate.exit_code
+
+
+def _tracking_uri(tracking_uri: str | None) -> str:
+    import mlflow
+
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    check_registry_uri(uri)
+    return uri
+
+
+def evaluate(
+    model_reference: str,
+    suite_path: str | Path,
+    tracking_uri: str | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> EvaluationResult:
+    """Run the main job and return its result; raise LatentGateError on bad input.
+
+    The verdict is also written onto the model version as tags, whether it is pass, fail or
+    error.
+    """
+    suite = load_suite(suite_path)
+    uri = _tracking_uri(tracking_uri)
+    model = resolve_model(model_reference, tracking_uri=uri)
+
+    run = EvaluationRun(uri, run_name=f"{model.name}-v{model.version}-{suite.name}")
+    try:
+        result = _evaluate_in_run(run, model, suite, uri, device, progress)
+    except BaseException as error:
+        message = str(error) if isinstance(error, LatentGateError) else repr(error)
+        log.error("evaluation of %s failed: %s", model.uri, message)
+        _tag_error(run, uri, model, suite, message)
+        run.finish("FAILED")
+        raise
+    run.finish("FAILED" if result.gate.verdict == "error" else "FINISHED")
+    return result
+
+
+def _tag_error(run: EvaluationRun, uri: str, model: ResolvedModel, suite: Suite, message: str) -> None:
+    try:
+        run.set_tags({TAG_VERDICT: "error", "latentgate.error": message})
+        tag_model_version(
+            uri,
+            model.name,
+            model.version,
+            {TAG_VERDICT: "error", TAG_RUN_ID: run.run_id, TAG_SUITE: suite.name, TAG_FAILED: ""},
+        )
+    except Exception:  # the original error matters more than a failed tag write
+        log.exception("could not write the error verdict onto %s", model.uri)
+
+
+def _evaluate_in_run(
+    run: EvaluationRun, model: ResolvedModel, suite: Suite, uri: str, device: str, progress: bool
+) -> EvaluationResult:
+    from harness.generator import load_generator
+    from harness.identity import load_identity_model
+
+    classifier = load_classifier(
+        model,
+        fallback_class_names=suite.classifier_classes,
+        fallback_preprocessing=None
+        if suite.preprocessing is None
+        else {
+            "resolution": suite.preprocessing.resolution,
+            "mean": list(suite.preprocessing.mean),
+            "std": list(suite.preprocessing.std),
+        },
+        device=device,
+        tracking_uri=uri,
+    )
+    suite.check_classes(classifier.class_names)
+    generator = load_generator(suite.generator, device=device)
+    identity = load_identity_model(suite.identity, device=device, face_crop=suite.regions.face_crop)
+    layers = suite.layer_indices(generator.num_ws)
+
+    run.log_params(
+        {
+            "model_uri": model.uri,
+            "model_reference": model.reference,
+            "model_version": model.version,
+            "suite": suite.name,
+            "suite_sha256": suite.sha256,
+            "seed": suite.search.seed,
+            "num_samples": suite.search.num_samples,
+            "steps": suite.search.steps,
+            "generator_sha256": generator.source.sha256,
+            "identity_sha256": identity.info.sha256,
+            "latentgate_version": __version__,
+        }
+    )
+
+    search = suite.search
+    ws = generator.sample_ws(search.num_samples, search.seed, search.truncation_psi)
+    classes = [(name, classifier.class_index(name)) for name in suite.class_names]
+    directions = search_directions(
+        generator.synthesis,
+        classifier,
+        identity.embed_torch,
+        ws,
+        classes,
+        SearchSettings(
+            steps=search.steps,
+            learning_rate=search.learning_rate,
+            lambda_id=search.lambda_id,
+            lambda_l2=search.lambda_l2,
+            layers=tuple(layers),
+        ),
+        progress=progress,
+    )
+
+    alphas = np.asarray(search.alphas)
+    skin_tone = _skin_tone_function(suite.regions.skin)
+    outcomes: dict[str, ClassOutcome] = {}
+    walks: dict[str, tuple[torch.Tensor, WalkCurves]] = {}
+    for direction in directions:
+        if direction.status != "ok":
+            outcomes[direction.class_name] = ClassOutcome(error=direction.message)
+            continue
+        frames = render_walk(generator.synthesis, ws, direction.direction, alphas)
+        curves = measure_walk(
+            frames, alphas, classifier, direction.class_index, identity.embed, skin_tone
+        )
+        bootstrap = search.bootstrap
+        measurements = curves.summarize(bootstrap.num_resamples, bootstrap.confidence, bootstrap.seed)
+        outcomes[direction.class_name] = ClassOutcome(measurements=measurements)
+        walks[direction.class_name] = (frames, curves)
+
+    gate = evaluate_gate(suite.expectations, outcomes)
+    report = format_report(gate)
+
+    with tempfile.TemporaryDirectory(prefix="latentgate-") as folder:
+        artifacts = Path(folder)
+        _write_artifacts(artifacts, model, suite, gate, directions, walks, outcomes, generator, identity)
+        run.log_metrics(_metrics(outcomes))
+        run.log_artifacts(artifacts)
+
+    failed = ",".join(gate.failed)
+    run.set_tags({TAG_VERDICT: gate.verdict, TAG_FAILED: failed, "latentgate.model_uri": model.uri})
+    tag_model_version(
+        uri,
+        model.name,
+        model.version,
+        {TAG_VERDICT: gate.verdict, TAG_RUN_ID: run.run_id, TAG_SUITE: suite.name, TAG_FAILED: failed},
+    )
+    return EvaluationResult(gate=gate, model=model, run_id=run.run_id, report=report)
+
+
+def _skin_tone_function(box):
+    from harness.metrics.skin_tone import measure_skin_tone
+
+    def skin_tone(frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        # Generator outputs overshoot [-1, 1] a little; CIELab needs sRGB values in [0, 1].
+        measured = measure_skin_tone(((frames + 1) / 2).clamp(0, 1), box)
+        return {"ita_deg": measured.ita_deg, "L": measured.L, "hue_deg": measured.hue_deg}
+
+    return skin_tone
+
+
+def _metrics(outcomes: dict[str, ClassOutcome]) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for class_name, outcome in outcomes.items():
+        for metric, measurement in outcome.measurements.items():
+            metrics[f"{class_name}.{metric}"] = measurement.mean
+            metrics[f"{class_name}.{metric}.ci_low"] = measurement.ci_low
+            metrics[f"{class_name}.{metric}.ci_high"] = measurement.ci_high
+    return metrics
+
+
+def _write_artifacts(
+    folder: Path,
+    model: ResolvedModel,
+    suite: Suite,
+    gate: GateResult,
+    directions: list[DirectionResult],
+    walks: dict[str, tuple[torch.Tensor, WalkCurves]],
+    outcomes: dict[str, ClassOutcome],
+    generator,
+    identity,
+) -> None:
+    from harness.report import contact_sheet, plot_curves, walk_gif_frames, write_gif, write_png
+    from harness.report.html import write_report_html
+    from harness.report.images import FRAME_MS
+
+    class_files: dict[str, dict[str, str]] = {}
+    for class_name, (frames, curves) in walks.items():
+        write_gif(folder / f"{class_name}.gif", walk_gif_frames(frames))
+        write_png(folder / f"{class_name}_sheet.png", contact_sheet(frames))
+        plot_curves(curves, f"{model.uri}: towards {class_name}", folder / f"{class_name}_curves.png")
+        class_files[class_name] = {
+            "gif": f"{class_name}.gif",
+            "contact sheet": f"{class_name}_sheet.png",
+            "curves": f"{class_name}_curves.png",
+        }
+
+    results = {
+        "latentgate_version": __version__,
+        "model": {
+            "uri": model.uri,
+            "reference": model.reference,
+            "name": model.name,
+            "version": model.version,
+            "alias": model.alias,
+            "run_id": model.run_id,
+        },
+        "suite": suite.to_dict(),
+        "generator": generator.source.to_dict(),
+        "identity": identity.info.as_dict(),
+        "environment": {"python": platform.python_version(), "torch": torch.__version__},
+        "gif_frame_ms": FRAME_MS,
+        "gate": gate.to_dict(),
+        "classes": {},
+    }
+    for direction in directions:
+        entry: dict[str, object] = {
+            "status": direction.status,
+            "message": direction.message,
+            "error_step": direction.error_step,
+            "final_losses": direction.final_losses,
+            "loss_history": direction.loss_history,
+        }
+        outcome = outcomes.get(direction.class_name)
+        if outcome is not None:
+            entry["measurements"] = {
+                metric: _json_measurement(m) for metric, m in outcome.measurements.items()
+            }
+        if direction.class_name in walks:
+            curves = walks[direction.class_name][1]
+            entry["alphas"] = curves.alphas.tolist()
+            entry["per_sample"] = {k: v.tolist() for k, v in curves.per_sample_metrics().items()}
+            entry["curves_mean"] = {
+                "target_prob": curves.target_prob.mean(axis=0).tolist(),
+                "identity_cos_sim": curves.identity_cos_sim.mean(axis=0).tolist(),
+                "skin_ita_deg": curves.skin_ita_deg.mean(axis=0).tolist(),
+            }
+        results["classes"][direction.class_name] = entry
+    (folder / "results.json").write_text(json.dumps(results, indent=2, allow_nan=False, default=str))
+
+    write_report_html(
+        folder / "report.html",
+        f"LatentGate: {model.uri} on suite {suite.name}",
+        gate,
+        class_files,
+        {
+            "model": f"{model.reference} -> {model.uri}",
+            "suite": f"{suite.path} (sha256 {suite.sha256[:12]})",
+            "generator": f"{generator.source.path} (sha256 {str(generator.source.sha256)[:12]})",
+            "identity model": f"{identity.info.path} (sha256 {identity.info.sha256[:12]})",
+            "samples": str(suite.search.num_samples),
+            "GIF frame time": f"{FRAME_MS} ms",
+        },
+    )
+
+
+def _json_measurement(measurement: Measurement) -> dict[str, object]:
+    return {
+        key: (None if isinstance(value, float) and not np.isfinite(value) else value)
+        for key, value in measurement.to_dict().items()
+    }
