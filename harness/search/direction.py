@@ -166,9 +166,9 @@ def _search_chunk(
             continue
         result.direction = final[c]
         result.final_losses = {
-            "cross_entropy": float(cross_entropy[c]),
-            "identity": float(identity[c]),
-            "l2": float(l2[c]),
+            "cross_entropy": float(cross_entropy[c].detach()),
+            "identity": float(identity[c].detach()),
+            "l2": float(l2[c].detach()),
         }
         log.info(
             "class %s: loss %.4f after %d steps (cross-entropy %.4f, identity %.4f, |d|^2 %.3f)",

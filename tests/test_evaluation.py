@@ -1,0 +1,219 @@
+"""The main job end to end on the shared fixture generator and identity model.
+
+A registered toy classifier whose logits are 5 x the mean of each colour channel gives a known
+answer: a direction that makes the images redder exists, so p(red) must rise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from harness.errors import ConfigError, RegistryError
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO.parent / "shared" / "fixtures"
+
+SUITE = """\
+version: 1
+name: colours
+generator: {generator}
+identity: {identity}
+classifier:
+  preprocessing: {{resolution: 16, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}}
+regions:
+  face_crop: [0.0, 0.0, 1.0, 1.0]
+  skin: [0.25, 0.25, 0.75, 0.75]
+search:
+  num_samples: 4
+  seed: 0
+  truncation_psi: 0.7
+  steps: 12
+  learning_rate: 0.05
+  lambda_id: 0.1
+  lambda_l2: 0.001
+  layers: all
+  alpha_max: 1.0
+  num_frames: 4
+  bootstrap: {{num_resamples: 200, confidence: 0.95, seed: 0}}
+defaults:
+  expect:
+    - target_prob_gain >= 0.3
+classes:
+{classes}
+"""
+
+
+class ChannelMeans(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3)) * 5
+
+
+def write_suite(folder: Path, classes: str = "  red: {}\n  blue: {}", **paths) -> Path:
+    values = {
+        "generator": FIXTURES / "rosinality_s32_convert.pt",
+        "identity": FIXTURES / "arcface_tiny.onnx",
+        "classes": classes,
+    }
+    values.update(paths)
+    path = folder / "suite.yaml"
+    path.write_text(SUITE.format(**values))
+    return path
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A sqlite registry with model `colour` version 1 (the toy classifier), alias `champion`."""
+    import mlflow
+
+    folder = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("toy-models")
+    with mlflow.start_run():
+        mlflow.pytorch.log_model(
+            ChannelMeans(),
+            name="classifier",
+            input_example=np.zeros((2, 3, 16, 16), np.float32),
+            registered_model_name="colour",
+            metadata={"class_names": ["red", "green", "blue"]},
+        )
+    mlflow.MlflowClient().set_registered_model_alias("colour", "champion", "1")
+    mlflow.set_tracking_uri(None)
+    return folder, uri
+
+
+def version_tags(uri: str) -> dict[str, str]:
+    from mlflow.tracking import MlflowClient
+
+    return dict(MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version("colour", "1").tags)
+
+
+def test_evaluation_end_to_end(store, tmp_path):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from harness.evaluation import evaluate
+
+    _, uri = store
+    result = evaluate("colour@champion", write_suite(tmp_path), tracking_uri=uri, progress=False)
+
+    assert result.model.version == 1
+    assert result.gate.verdict == "pass"
+    assert result.exit_code == 0
+    tags = version_tags(uri)
+    assert tags["latentgate.verdict"] == "pass"
+    assert tags["latentgate.run_id"] == result.run_id
+    assert tags["latentgate.suite"] == "colours"
+    assert tags["latentgate.failed"] == ""
+
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["latentgate.verdict"] == "pass"
+    assert run.data.params["model_uri"] == "models:/colour/1"
+    assert run.data.metrics["red.target_prob_gain"] >= 0.3
+    assert "blue.skin_hue_delta_deg.ci_low" in run.data.metrics
+
+    folder = Path(mlflow.artifacts.download_artifacts(run_id=result.run_id, tracking_uri=uri))
+    for name in ("red.gif", "red_sheet.png", "red_curves.png", "blue.gif", "report.html", "results.json"):
+        assert (folder / name).is_file(), name
+    results = json.loads((folder / "results.json").read_text())
+    assert results["model"]["version"] == 1
+    assert len(results["suite"]["sha256"]) == 64
+    assert len(results["classes"]["red"]["per_sample"]["target_prob_gain"]) == 4
+    assert results["generator"]["sha256"]
+
+    gif = Image.open(folder / "red.gif")
+    assert gif.info["loop"] == 0
+    assert gif.info["duration"] == 120
+    assert gif.n_frames == 2 * 4 - 2  # forward and back without repeating the ends
+
+
+def test_unknown_class_fails_run(store, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from harness.evaluation import evaluate
+
+    _, uri = store
+    suite = write_suite(tmp_path, classes="  purple: {}")
+    with pytest.raises(ConfigError, match="'purple'.*classifier's classes are: red, green, blue"):
+        evaluate("colour:1", suite, tracking_uri=uri, progress=False)
+    assert version_tags(uri)["latentgate.verdict"] == "error"
+    runs = MlflowClient(tracking_uri=uri).search_runs(
+        [MlflowClient(tracking_uri=uri).get_experiment_by_name("latentgate").experiment_id],
+        order_by=["start_time DESC"],
+        max_results=1,
+    )
+    assert runs[0].info.status == "FAILED"
+
+
+def test_file_store_rejected(tmp_path):
+    from harness.evaluation import evaluate
+
+    with pytest.raises(RegistryError, match="is a file store"):
+        evaluate("colour:1", write_suite(tmp_path), tracking_uri=str(tmp_path / "mlruns"))
+
+
+def run_cli(*args: str, uri: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, MLFLOW_TRACKING_URI=uri)
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "model", "expected"),
+    [
+        ("unknown model", "nope:1", "registered model 'nope' not found"),
+        ("unknown alias", "colour@staging", "alias 'staging' not found"),
+        ("unknown version", "colour:7", "version 7 of registered model 'colour' not found"),
+        ("bad reference", "colour", "invalid model reference 'colour'"),
+    ],
+)
+def test_cli_bad_model(store, tmp_path, case, model, expected):
+    _, uri = store
+    completed = run_cli("run", "--model", model, "--suite", str(write_suite(tmp_path)), uri=uri, cwd=tmp_path)
+    assert completed.returncode == 2, completed.stderr
+    assert expected in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_cli_missing_generator(store, tmp_path):
+    _, uri = store
+    suite = write_suite(tmp_path, generator=tmp_path / "missing.pt")
+    completed = run_cli("run", "--model", "colour:1", "--suite", str(suite), uri=uri, cwd=tmp_path)
+    assert completed.returncode == 2
+    assert "missing.pt" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_cli_malformed_yaml(store, tmp_path):
+    _, uri = store
+    suite = tmp_path / "broken.yaml"
+    suite.write_text("version: 1\nclasses: [unclosed\n")
+    completed = run_cli("run", "--model", "colour:1", "--suite", str(suite), uri=uri, cwd=tmp_path)
+    assert completed.returncode == 2
+    assert "broken.yaml" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_cli_file_store(tmp_path):
+    completed = run_cli(
+        "run", "--model", "colour:1", "--suite", str(write_suite(tmp_path)), uri=str(tmp_path / "mlruns"), cwd=tmp_path
+    )
+    assert completed.returncode == 2
+    assert "is a file store" in completed.stderr
