@@ -123,6 +123,7 @@ def _evaluate_in_run(
             "mean": list(suite.preprocessing.mean),
             "std": list(suite.preprocessing.std),
         },
+        allow_pickle=suite.allow_pickle,
         device=device,
         tracking_uri=uri,
     )

@@ -567,6 +567,7 @@ def _resolve(path: Path, data_bytes: bytes, root: yaml.Node, suite_file: SuiteFi
             std=tuple(preprocessing.std),
         ),
         regions=Regions(preset=regions.preset, face_crop=tuple(face_crop), skin=tuple(skin)),
+        allow_pickle=suite_file.classifier.allow_pickle,
         search=SearchSettings(
             num_samples=search.num_samples,
             seed=search.seed,

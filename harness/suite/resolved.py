@@ -75,6 +75,7 @@ class Suite:
     regions: Regions
     search: SearchSettings
     expectations: dict[str, tuple[Expectation, ...]]  # class name -> bounds, in file order
+    allow_pickle: bool = False  # whether pickle-format MLflow models may be loaded
     class_lines: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
     layers_line: int | None = field(default=None, repr=False, compare=False)
 
@@ -125,6 +126,7 @@ class Suite:
             "identity": str(self.identity),
             "classifier": {
                 "classes": list(self.classifier_classes) if self.classifier_classes else None,
+                "allow_pickle": self.allow_pickle,
                 "preprocessing": None
                 if self.preprocessing is None
                 else {

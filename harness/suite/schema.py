@@ -64,6 +64,8 @@ class PreprocessingSection(_Section):
 class ClassifierSection(_Section):
     classes: list[str] | None = None
     preprocessing: PreprocessingSection | None = None
+    # Loading a pickle-format MLflow model runs code stored in the artifact; off unless trusted.
+    allow_pickle: bool = False
 
     @field_validator("classes")
     @classmethod
