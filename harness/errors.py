@@ -35,3 +35,7 @@ class ConfigError(LatentGateError):
 
 class RegistryError(LatentGateError):
     """A model URI, registered model, version, alias or tracking store that cannot be used."""
+
+
+class ValueRangeError(LatentGateError):
+    """A tensor given to a public function whose values lie outside the documented range."""
