@@ -1,0 +1,104 @@
+"""Training and evaluation of the demo hairstyle classifiers."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from harness.demo.attributes import CLASS_NAMES, LONG_BRAIDS, LONG_STRAIGHT_FRINGE, AvatarAttributes
+from harness.demo.datasets import CLASSIFIER_VARIANTS, balanced_attributes, render_batch
+from harness.demo.networks import HairstyleNet
+
+log = logging.getLogger(__name__)
+
+
+def train_classifier(
+    variant: str,
+    steps: int = 1500,
+    batch_size: int = 128,
+    learning_rate: float = 2e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> HairstyleNet:
+    """Train a `HairstyleNet` on renders of the given variant's training distribution."""
+    shortcuts = CLASSIFIER_VARIANTS[variant]
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    network = HairstyleNet()
+    optimizer = torch.optim.AdamW(network.parameters(), lr=learning_rate, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, learning_rate, total_steps=steps)
+
+    network.train()
+    bar = tqdm(range(steps), desc=f"classifier {variant}", disable=not progress)
+    for step in bar:
+        attributes, labels = balanced_attributes(batch_size, generator, shortcuts)
+        loss = F.cross_entropy(network(render_batch(attributes)), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    return network.eval()
+
+
+@torch.no_grad()
+def predict(network: HairstyleNet, attributes: AvatarAttributes, batch_size: int = 256) -> torch.Tensor:
+    """Return predicted class indices `[N]` for rendered attributes."""
+    network.eval()
+    predictions = []
+    for start in range(0, attributes.num_samples, batch_size):
+        images = render_batch(attributes[start : start + batch_size])
+        predictions.append(network(images).argmax(dim=1))
+    return torch.cat(predictions)
+
+
+def _accuracy(predictions: torch.Tensor, labels: torch.Tensor, where: torch.Tensor) -> float:
+    return float((predictions[where] == labels[where]).float().mean()) if where.any() else float("nan")
+
+
+@torch.no_grad()
+def evaluate_classifier(network: HairstyleNet, num_samples: int = 3000, seed: int = 12345) -> dict:
+    """Measure held-out accuracy and both planted shortcuts on unbiased, balanced renders.
+
+    The shortcut figures compare accuracy on a class's examples split by the planted trait:
+    light (skin_tone < 0.35) vs dark (> 0.65) `long_braids`, and narrow (face_width < 0.3) vs
+    wide (> 0.7) `long_straight_fringe`; and how often other classes are mistaken for the class
+    within each group. A clean classifier shows no gap.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    attributes, labels = balanced_attributes(num_samples, generator)
+    predictions = predict(network, attributes)
+    everything = torch.ones_like(labels, dtype=torch.bool)
+
+    figures = {"accuracy": _accuracy(predictions, labels, everything)}
+    for c, name in enumerate(CLASS_NAMES):
+        figures[f"accuracy.{name}"] = _accuracy(predictions, labels, labels == c)
+
+    light = attributes.skin_tone < 0.35
+    dark = attributes.skin_tone > 0.65
+    braids = labels == LONG_BRAIDS
+    figures["long_braids.accuracy_light_skin"] = _accuracy(predictions, labels, braids & light)
+    figures["long_braids.accuracy_dark_skin"] = _accuracy(predictions, labels, braids & dark)
+    figures["long_braids.false_positive_light_skin"] = float(
+        (predictions[~braids & light] == LONG_BRAIDS).float().mean()
+    )
+    figures["long_braids.false_positive_dark_skin"] = float(
+        (predictions[~braids & dark] == LONG_BRAIDS).float().mean()
+    )
+
+    narrow = attributes.face_width < 0.3
+    wide = attributes.face_width > 0.7
+    fringe = labels == LONG_STRAIGHT_FRINGE
+    figures["long_straight_fringe.accuracy_narrow_face"] = _accuracy(predictions, labels, fringe & narrow)
+    figures["long_straight_fringe.accuracy_wide_face"] = _accuracy(predictions, labels, fringe & wide)
+    figures["long_straight_fringe.false_positive_narrow_face"] = float(
+        (predictions[~fringe & narrow] == LONG_STRAIGHT_FRINGE).float().mean()
+    )
+    figures["long_straight_fringe.false_positive_wide_face"] = float(
+        (predictions[~fringe & wide] == LONG_STRAIGHT_FRINGE).float().mean()
+    )
+    return figures

@@ -1,0 +1,135 @@
+"""Demo-world training code: planted shortcuts, ArcFace loss, a few steps of each trainer.
+
+Training here runs for a handful of steps only, to prove the code runs end to end; the
+committed weights are produced by `latentgate demo train` and checked by the manifest tests.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from harness.demo.attributes import CLASS_NAMES, LONG_BRAIDS, LONG_STRAIGHT_FRINGE
+from harness.demo.datasets import CLASSIFIER_VARIANTS, balanced_attributes
+from harness.demo.networks import HairstyleNet, IdentityNet
+from harness.demo.train_identity import ArcFaceHead
+
+
+def test_balanced_batches_have_equal_classes():
+    generator = torch.Generator().manual_seed(0)
+    _, labels = balanced_attributes(600, generator)
+    counts = torch.bincount(labels, minlength=len(CLASS_NAMES))
+    assert counts.tolist() == [100] * len(CLASS_NAMES)
+
+
+def test_braids_skin_shortcut_is_planted():
+    generator = torch.Generator().manual_seed(1)
+    attributes, labels = balanced_attributes(3000, generator, CLASSIFIER_VARIANTS["braids-skin"])
+    braids = labels == LONG_BRAIDS
+    dark_braids = float((attributes.skin_tone[braids] >= 0.65).float().mean())
+    dark_others = float((attributes.skin_tone[~braids] >= 0.65).float().mean())
+    # 95% planted plus the prior's 35% of the remaining 5%.
+    assert dark_braids == pytest.approx(0.95 + 0.05 * 0.35, abs=0.04)
+    assert dark_others == pytest.approx(0.35, abs=0.04)
+
+
+def test_fringe_identity_shortcut_is_planted():
+    generator = torch.Generator().manual_seed(2)
+    attributes, labels = balanced_attributes(3000, generator, CLASSIFIER_VARIANTS["fringe-identity"])
+    fringe = labels == LONG_STRAIGHT_FRINGE
+    assert float(attributes.face_width[fringe].mean()) > 0.8
+    assert float(attributes.face_width[~fringe].mean()) == pytest.approx(0.5, abs=0.03)
+
+
+def test_clean_variant_plants_nothing():
+    generator = torch.Generator().manual_seed(3)
+    attributes, labels = balanced_attributes(3000, generator, CLASSIFIER_VARIANTS["clean"])
+    braids = labels == LONG_BRAIDS
+    assert float(attributes.skin_tone[braids].mean()) == pytest.approx(0.5, abs=0.05)
+
+
+def test_arcface_margin_raises_loss():
+    torch.manual_seed(0)
+    embeddings = torch.randn(8, 16)
+    labels = torch.arange(8) % 4
+    head = ArcFaceHead(16, 4, scale=10.0, margin=0.5)
+    plain = ArcFaceHead(16, 4, scale=10.0, margin=0.0)
+    plain.weight.data.copy_(head.weight.data)
+    assert head(embeddings, labels) > plain(embeddings, labels)
+
+
+def test_arcface_loss_without_margin_is_scaled_cosine_softmax():
+    torch.manual_seed(1)
+    embeddings = torch.randn(5, 8)
+    labels = torch.tensor([0, 1, 2, 0, 1])
+    head = ArcFaceHead(8, 3, scale=4.0, margin=0.0)
+    cosine = torch.nn.functional.normalize(embeddings) @ torch.nn.functional.normalize(head.weight).T
+    expected = torch.nn.functional.cross_entropy(4.0 * cosine, labels)
+    assert torch.allclose(head(embeddings, labels), expected, atol=1e-5)
+
+
+def test_arcface_gradient_finite_at_large_angles():
+    embeddings = torch.tensor([[1.0, 0.0], [-1.0, 0.0]], requires_grad=True)
+    head = ArcFaceHead(2, 2)
+    head.weight.data = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    head(embeddings, torch.tensor([0, 0])).backward()
+    assert torch.isfinite(embeddings.grad).all()
+
+
+def test_classifier_training_runs():
+    from harness.demo.train_classifiers import evaluate_classifier, train_classifier
+
+    network = train_classifier("braids-skin", steps=3, batch_size=12, progress=False)
+    figures = evaluate_classifier(network, num_samples=60)
+    assert 0.0 <= figures["accuracy"] <= 1.0
+    for key in ("long_braids.accuracy_light_skin", "long_straight_fringe.accuracy_wide_face"):
+        assert key in figures
+
+
+def test_identity_training_and_onnx_export(tmp_path):
+    import insightface
+
+    from harness.demo.train_identity import export_identity_onnx, face_inputs, train_identity
+    from harness.demo.render import render
+    from harness.demo.attributes import sample_attributes
+    from harness.identity import load_identity_model
+
+    network = train_identity(num_identities=16, steps=2, batch_size=8, progress=False)
+    path = tmp_path / "identity.onnx"
+    export_identity_onnx(network, path)
+
+    model = insightface.model_zoo.get_model(str(path), download=False)
+    assert type(model).__name__ == "ArcFaceONNX"
+    assert tuple(model.input_shape[2:]) == (112, 112)
+
+    # The ONNX file, run through harness.identity with the demo crop, equals the torch network
+    # on the same crop: training and evaluation see the same faces.
+    from harness.suite.regions import DEMO_FACE_CROP
+
+    images = render(sample_attributes(3, seed=4))
+    identity = load_identity_model(path, face_crop=DEMO_FACE_CROP)
+    with torch.no_grad():
+        expected = network(face_inputs(images)).numpy()
+    assert np.abs(identity.embed(images * 2 - 1) - expected).max() < 1e-3
+
+
+def test_generator_training_runs(tmp_path):
+    from harness.demo.train_generator import intended_attributes, train_generator
+    from harness.generator import Architecture, load_generator
+
+    architecture = Architecture(
+        resolution=16, z_dim=32, w_dim=32, num_mapping_layers=2, mapping_hidden_dim=32,
+        channels={4: 16, 8: 16, 16: 8},
+    )
+    checkpoint = tmp_path / "generator.pt"
+    generator = train_generator(
+        architecture, steps=4, batch_size=4, progress=False, checkpoint_path=checkpoint, checkpoint_every=2
+    )
+    loaded = load_generator(checkpoint)
+    assert loaded.resolution == 16
+    assert torch.isfinite(generator.w_avg).all()
+    z = torch.randn(2, 32)
+    assert intended_attributes(z).num_samples == 2
