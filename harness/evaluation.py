@@ -137,7 +137,7 @@ def _evaluate_in_run(
             "model_uri": model.uri,
             "model_reference": model.reference,
             "model_version": model.version,
-            "suite": suite.name,
+            "suite_name": suite.name,
             "suite_sha256": suite.sha256,
             "seed": suite.search.seed,
             "num_samples": suite.search.num_samples,

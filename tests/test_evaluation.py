@@ -217,3 +217,38 @@ def test_cli_file_store(tmp_path):
     )
     assert completed.returncode == 2
     assert "is a file store" in completed.stderr
+
+
+def test_mlflow_run_local_env(store, tmp_path):
+    """`mlflow run . -P model=... --env-manager local` runs the MLproject entry end to end."""
+    import shutil
+
+    _, uri = store
+    suite = write_suite(tmp_path)
+    env = dict(
+        os.environ,
+        MLFLOW_TRACKING_URI=uri,
+        # The MLproject command calls `python`; make it this interpreter.
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+    mlflow_command = shutil.which("mlflow", path=env["PATH"])
+    assert mlflow_command is not None
+    completed = subprocess.run(
+        [mlflow_command, "run", str(REPO), "-P", "model=colour:1", "-P", f"suite={suite}", "--env-manager", "local"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "verdict: PASS" in completed.stdout
+    tags = version_tags(uri)
+    assert tags["latentgate.verdict"] == "pass"
+
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(tracking_uri=uri).get_run(tags["latentgate.run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model"] == "colour:1"  # the MLproject parameter, same run
+    assert run.data.params["model_uri"] == "models:/colour/1"

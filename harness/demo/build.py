@@ -11,7 +11,6 @@ import logging
 import shlex
 from pathlib import Path
 
-import torch
 from safetensors.torch import save_file
 
 from harness.demo.manifest import WEIGHTS_DIR, record_file
@@ -34,7 +33,6 @@ def _command(component: str, steps: int | None, seed: int, out: Path) -> str:
 def train_component(component: str, out: Path = WEIGHTS_DIR, steps: int | None = None, seed: int = 0, progress: bool = True) -> dict:
     """Train one component (or every one for `all`) and return its figures by file name."""
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
     if component == "all":
         figures = {}
         for name in COMPONENTS:
