@@ -77,6 +77,7 @@ def store(tmp_path_factory):
     folder = tmp_path_factory.mktemp("store")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # earlier tests in this process may have set another one
     mlflow.set_experiment("toy-models")
     with mlflow.start_run():
         mlflow.pytorch.log_model(
@@ -88,6 +89,7 @@ def store(tmp_path_factory):
         )
     mlflow.MlflowClient().set_registered_model_alias("colour", "champion", "1")
     mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
     return folder, uri
 
 
