@@ -164,3 +164,69 @@ def test_generate_bad_generator_exits_2(tmp_path, case):
 def test_generate_bad_seeds_exits_2(tmp_path):
     result = run_cli("generate", "--generator", ROSINALITY, "--seeds", "9-2", "--out", tmp_path / "out")
     assert_clean_error(result, "seed range '9-2' is reversed")
+
+
+def test_generate_torch_file_named_safetensors(tmp_path):
+    misnamed = tmp_path / "weights.safetensors"
+    misnamed.write_bytes(ROSINALITY.read_bytes())
+    result = run_cli("generate", "--generator", misnamed, "--seeds", "0", "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "seed0000.png").is_file()
+    converted = tmp_path / "converted.safetensors"
+    result = run_cli("convert", misnamed, converted)
+    assert result.returncode == 0, result.stderr
+    assert converted.is_file()
+
+
+def test_generate_out_below_a_file(tmp_path):
+    (tmp_path / "afile").write_text("not a folder\n")
+    out = tmp_path / "afile" / "sub"
+    result = run_cli("generate", "--generator", ROSINALITY, "--seeds", "0", "--out", out)
+    assert_clean_error(result, f"{out}: cannot create the output folder")
+
+
+@pytest.mark.parametrize("name", ["seed0000.png", "grid.png"])
+def test_generate_output_name_taken_by_folder(tmp_path, name):
+    out = tmp_path / "out"
+    (out / name).mkdir(parents=True)
+    result = run_cli("generate", "--generator", ROSINALITY, "--seeds", "0", "--out", out)
+    assert_clean_error(result, f"{out / name}: cannot write the image")
+
+
+def test_generate_rejects_empty_out(tmp_path):
+    result = run_cli("generate", "--generator", ROSINALITY, "--seeds", "0", "--out", "")
+    assert_clean_error(result, "--out is empty")
+
+
+@pytest.mark.parametrize("psi", ["nan", "inf", "-inf"])
+def test_generate_rejects_non_finite_truncation_psi(tmp_path, psi):
+    out = tmp_path / "out"
+    result = run_cli("generate", "--generator", ROSINALITY, "--seeds", "0", f"--truncation-psi={psi}", "--out", out)
+    assert_clean_error(result, "--truncation-psi must be a finite number")
+    assert not out.exists()
+
+
+def test_generate_rejects_huge_seed_before_loading(tmp_path):
+    missing = tmp_path / "missing.pt"
+    result = run_cli("generate", "--generator", missing, "--seeds", "99999999999999999999", "--out", tmp_path / "out")
+    assert_clean_error(result, "--seeds: seed 99999999999999999999")
+    assert "[0, 2**63)" in result.stderr
+
+
+def test_generate_warns_about_earlier_seed_images(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    earlier = out / "seed0042.png"
+    earlier.write_bytes(b"from another run")
+    result = run_cli("generate", "--generator", ROSINALITY, "--seeds", "0", "--out", out)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 1, result.stderr
+    assert f"{out} already holds 1 seed images" in warnings[0]
+    assert earlier.read_bytes() == b"from another run"
+
+
+def test_generate_no_warning_in_new_folder(tmp_path):
+    result = run_cli("generate", "--generator", ROSINALITY, "--seeds", "0", "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert "WARNING" not in result.stderr

@@ -75,6 +75,42 @@ def test_truncated_safetensors_file(tmp_path):
         load_generator(path)
 
 
+def test_safetensors_cut_inside_header(tmp_path):
+    converted = convert_checkpoint(ROSINALITY, tmp_path / "full.safetensors")
+    path = tmp_path / "cut.safetensors"
+    path.write_bytes(converted.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="safetensors file is truncated or corrupt.*has only 5000") as caught:
+        load_generator(path)
+    assert "convert the original checkpoint again" in str(caught.value)
+    assert "neither a torch.save file" not in str(caught.value)
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.5, 0.99])
+def test_truncated_torch_message_is_short(tmp_path, fraction):
+    data = ROSINALITY.read_bytes()
+    path = tmp_path / "truncated.pt"
+    path.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(CheckpointError) as caught:
+        load_generator(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: cannot read this torch checkpoint: the file is truncated or corrupt")
+    assert "Errno" not in message
+    assert "miniz" not in message
+    assert message.endswith("download or copy it again")
+
+
+def test_whole_module_message_is_clean(tmp_path):
+    path = tmp_path / "module.pt"
+    torch.save(torch.nn.Linear(2, 2), path)
+    with pytest.raises(CheckpointError) as caught:
+        load_generator(path)
+    message = str(caught.value)
+    assert "torch.nn.modules.linear.Linear: a whole nn.Module, not a state dict" in message
+    assert "save a state dict instead" in message
+    assert "\x1b" not in message
+    assert "two options" not in message
+
+
 def test_safetensors_without_latentgate_metadata(tmp_path):
     path = tmp_path / "plain.safetensors"
     save_file({"weight": torch.zeros(3)}, str(path))
@@ -226,4 +262,35 @@ def test_parse_seeds(text, expected):
 def test_parse_seeds_rejects(text, message):
     with pytest.raises(ConfigError, match=message):
         parse_seeds(text)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("7-3", "--seeds: seed range '7-3' is reversed"),
+        ("0-100000000", "--seeds: seed range '0-100000000' has 100000001 seeds"),
+        ("99999999999999999999", r"--seeds: seed 99999999999999999999 .* must lie in \[0, 2\*\*63\)"),
+        ("1-99999999999999999999", r"--seeds: seed 99999999999999999999 .* must lie in \[0, 2\*\*63\)"),
+        ("\u00b2", "invalid seed"),
+    ],
+)
+def test_parse_seeds_messages_name_flag(text, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_seeds(text)
+
+
+def test_parse_seeds_accepts_largest_seed():
+    assert parse_seeds(str(2**63 - 1)) == [2**63 - 1]
+
+
+@pytest.mark.parametrize("psi", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_truncation_psi_rejected(psi):
+    generator = load_generator(ROSINALITY)
+    with pytest.raises(ConfigError, match=f"truncation_psi must be a finite number, got {psi}"):
+        generator.sample_ws(2, 0, psi)
+    z = generator.sample_z(2, 0)
+    with pytest.raises(ConfigError, match="truncation_psi must be a finite number"):
+        generator.mapping(z, truncation_psi=psi)
+    with pytest.raises(ConfigError, match="truncation_psi must be a finite number"):
+        generator(z, truncation_psi=psi)
 

@@ -6,13 +6,16 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from harness.errors import ConfigError
 from harness.generator import (
@@ -80,13 +83,62 @@ def test_safetensors_metadata_holds_architecture_and_w_avg(tmp_path):
     with safe_open(str(path), framework="pt") as file:
         metadata = file.metadata()
         keys = set(file.keys())
-    assert metadata["format"] == "latentgate-stylegan2"
-    assert json.loads(metadata["architecture"]) == original.architecture.to_dict()
-    assert torch.equal(torch.tensor(json.loads(metadata["w_avg"])), original.w_avg)
-    assert metadata["source_format"] == "rosinality"
-    assert metadata["source_sha256"] == hashlib.sha256(ROSINALITY.read_bytes()).hexdigest()
+    assert set(metadata) == {"latentgate"}
+    record = json.loads(metadata["latentgate"])
+    assert record["format"] == "latentgate-stylegan2"
+    assert record["format_version"] == 2
+    assert record["architecture"] == original.architecture.to_dict()
+    assert torch.equal(torch.tensor(record["w_avg"]), original.w_avg)
+    assert record["source_format"] == "rosinality"
+    assert record["source_sha256"] == hashlib.sha256(ROSINALITY.read_bytes()).hexdigest()
     assert "mapping.w_avg" not in keys
     assert "synthesis.blocks.3.conv1.noise_const" in keys
+
+
+def test_conversion_is_byte_for_byte_repeatable(tmp_path):
+    first = convert_checkpoint(ROSINALITY, tmp_path / "first" / "generator.safetensors")
+    second = convert_checkpoint(ROSINALITY, tmp_path / "second" / "generator.safetensors")
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_conversion_metadata_is_canonical_json(tmp_path):
+    # One process cannot show hash-map ordering between runs, so check the form that prevents it.
+    path = convert_checkpoint(ROSINALITY, tmp_path / "generator.safetensors")
+    with safe_open(str(path), framework="pt") as file:
+        text = file.metadata()["latentgate"]
+    assert text == json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+
+
+def test_version_1_safetensors_still_read(tmp_path):
+    original = load_generator(ROSINALITY)
+    converted = convert_checkpoint(ROSINALITY, tmp_path / "v2.safetensors")
+    with safe_open(str(converted), framework="pt") as file:
+        tensors = {key: file.get_tensor(key) for key in file.keys()}
+        record = json.loads(file.metadata()["latentgate"])
+    legacy_metadata = {
+        "format": "latentgate-stylegan2",
+        "format_version": "1",
+        "architecture": json.dumps(record["architecture"]),
+        "w_avg": json.dumps(record["w_avg"]),
+        "w_avg_estimated": "false",
+        "noise_generated": "false",
+        "source_format": "rosinality",
+    }
+    legacy = tmp_path / "v1.safetensors"
+    save_file(tensors, str(legacy), metadata=legacy_metadata)
+    reloaded = load_generator(legacy)
+    assert reloaded.architecture == original.architecture
+    assert torch.equal(reloaded.w_avg, original.w_avg)
+    assert torch.equal(render(reloaded), render(original))
+
+
+def test_converted_file_mode_follows_umask(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        path = convert_checkpoint(ROSINALITY, tmp_path / "generator.safetensors")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
 def test_convert_refuses_to_overwrite(tmp_path):
@@ -217,6 +269,16 @@ def test_format_detected_from_content_not_name(tmp_path):
     renamed = tmp_path / "g.pt"
     shutil.copyfile(converted, renamed)
     assert load_generator(renamed).source.format == "safetensors"
+
+
+def test_torch_file_named_safetensors_loads(tmp_path):
+    misnamed = tmp_path / "weights.safetensors"
+    shutil.copyfile(ROSINALITY, misnamed)
+    generator = load_generator(misnamed)
+    assert generator.source.format == "rosinality"
+    assert torch.equal(render(generator), render(load_generator(ROSINALITY)))
+    converted = convert_checkpoint(misnamed, tmp_path / "converted.safetensors")
+    assert load_generator(converted).source.format == "safetensors"
 
 
 def test_source_record(tmp_path):

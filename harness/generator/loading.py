@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import logging
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -40,6 +41,10 @@ PICKLE_PROTOCOL_OPCODE = 0x80
 # Legacy (pre-1.6) torch.save files start with a pickled magic number: PROTO 2, LONG1 of 10 bytes.
 LEGACY_TORCH_PREFIX = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 ZIP_MAGIC = b"PK\x03\x04"
+# torch's weights_only error names the first class it rejected as "GLOBAL module.Name".
+_REJECTED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+_MAX_DETAIL_CHARS = 100
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Generator:
@@ -129,6 +134,12 @@ def detect_kind(path: Path) -> str:
         return "torch"
     if safetensors_io.looks_like_safetensors(head, size):
         return "safetensors"
+    if safetensors_io.looks_like_truncated_safetensors(head, size):
+        declared = int.from_bytes(head[:8], "little")
+        raise CheckpointError(
+            f"{path}: this safetensors file is truncated or corrupt: its header declares "
+            f"{declared} bytes but the file has only {size}; convert the original checkpoint again"
+        )
     if len(head) >= 2 and head[0] == PICKLE_PROTOCOL_OPCODE and 2 <= head[1] <= pickle.HIGHEST_PROTOCOL:
         return "pickle"
     raise CheckpointError(
@@ -160,7 +171,9 @@ def file_sha256(path: Path) -> str:
 def _torch_load(path: Path) -> object:
     """torch.load with weights_only=True; argparse.Namespace is the one extra class allowed.
 
-    rosinality's training checkpoints store their command-line arguments as a Namespace.
+    rosinality's training checkpoints store their command-line arguments as a Namespace. The
+    file is passed as an open file object because torch.load (2.14) picks its reader from a
+    path's extension, and a torch file named `*.safetensors` would go to the safetensors reader.
     """
     if hasattr(torch.serialization, "safe_globals"):
         allow_namespace = torch.serialization.safe_globals([argparse.Namespace])
@@ -168,19 +181,45 @@ def _torch_load(path: Path) -> object:
         torch.serialization.add_safe_globals([argparse.Namespace])
         allow_namespace = contextlib.nullcontext()
     try:
-        with allow_namespace:
-            return torch.load(path, map_location="cpu", weights_only=True)
+        with allow_namespace, path.open("rb") as file:
+            return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise CheckpointError(
-            f"{path}: refusing to load: the file contains Python objects other than tensors and "
-            f"plain containers, and is not loaded with weights_only=False ({_first_line(error)}); "
-            "save the generator's state dict instead"
+            f"{path}: refusing to load: the file contains Python objects other than "
+            f"tensors{_describe_rejected_global(error)}, and loading them could run code from the "
+            "file; save a state dict instead, e.g. torch.save({'g_ema': g_ema.state_dict(), "
+            "'latent_avg': latent_avg}, path)"
         ) from None
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as error:
         raise CheckpointError(
-            f"{path}: cannot read this torch checkpoint, the file is truncated or corrupt "
-            f"({_first_line(error)}); download or copy it again"
+            f"{path}: cannot read this torch checkpoint: the file is truncated or corrupt"
+            f"{_short_detail(error)}; download or copy it again"
         ) from None
+
+
+def _describe_rejected_global(error: pickle.UnpicklingError) -> str:
+    """Return " (NAME)" for the class torch rejected, noting when it is an nn.Module, or ""."""
+    match = _REJECTED_GLOBAL.search(_strip_ansi(str(error)))
+    if match is None:
+        return ""
+    name = match.group(1)
+    if name.startswith("torch.nn.modules."):
+        return f" ({name}: a whole nn.Module, not a state dict)"
+    return f" ({name})"
+
+
+def _short_detail(error: BaseException) -> str:
+    """Return " (first sentence of the error)" when it is short, else ""."""
+    text = _strip_ansi(str(error)).strip()
+    first_sentence = text.split(". ")[0].splitlines()[0].strip().rstrip(".") if text else ""
+    if not first_sentence or len(first_sentence) > _MAX_DETAIL_CHARS or isinstance(error, OSError):
+        # OSError text from reading a cut-off file ("[Errno 22] Invalid argument") says nothing useful.
+        return ""
+    return f" ({first_sentence})"
+
+
+def _strip_ansi(text: str) -> str:
+    return _ANSI_ESCAPE.sub("", text)
 
 
 def _read_torch_checkpoint(checkpoint: object, path: str) -> tuple[str, LoadedWeights]:
@@ -205,8 +244,3 @@ def _read_torch_checkpoint(checkpoint: object, path: str) -> tuple[str, LoadedWe
         "'g_ema' (with 'latent_avg' or a training checkpoint's 'g', 'd', 'args') or NVIDIA's "
         "'init_kwargs' and 'state_dict'"
     )
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

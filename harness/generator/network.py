@@ -67,6 +67,16 @@ class EqualizedLinear(nn.Module):
         return x
 
 
+def check_truncation_psi(truncation_psi: float, name: str = "truncation_psi") -> None:
+    """Raise ConfigError unless `truncation_psi` is a finite number; NaN or inf fill ws with NaN."""
+    try:
+        value = float(truncation_psi)
+    except (TypeError, ValueError, RuntimeError):
+        raise ConfigError(f"{name} must be a finite number, got {truncation_psi!r}") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value}; 1 means no truncation")
+
+
 class MappingNetwork(nn.Module):
     """Map z [N, z_dim] to ws [N, num_ws, w_dim]; w_avg, the centre of truncation, lives here."""
 
@@ -100,6 +110,7 @@ class MappingNetwork(nn.Module):
         `truncation_cutoff` truncates only the first that many slots (NVIDIA's option); None
         truncates all of them, as rosinality always does.
         """
+        check_truncation_psi(truncation_psi)
         w = self.map_to_w(z)
         # A copy per slot rather than an expanded view, so that callers may edit ws in place.
         ws = w.unsqueeze(1).repeat(1, self.num_ws, 1)

@@ -13,11 +13,15 @@ import torch
 
 from harness.errors import ConfigError
 from harness.generator.loading import load_generator
+from harness.generator.network import check_truncation_psi
 
 log = logging.getLogger(__name__)
 
 MAX_SEEDS = 10_000  # guards against a typo such as 0-1000000 filling the disk
-_RANGE = re.compile(r"(\d+)-(\d+)")
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
+_SEED = re.compile(r"[0-9]+")
+_RANGE = re.compile(r"([0-9]+)-([0-9]+)")
+_SEED_IMAGE = re.compile(r"seed[0-9]+\.png")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -25,8 +29,8 @@ def parse_seeds(text: str) -> list[int]:
     seeds: list[int] = []
     for part in str(text).split(","):
         part = part.strip()
-        if part.isdigit():
-            seeds.append(int(part))
+        if _SEED.fullmatch(part):
+            seeds.append(_check_seed(int(part), text))
             continue
         match = _RANGE.fullmatch(part)
         if match is None:
@@ -34,16 +38,26 @@ def parse_seeds(text: str) -> list[int]:
                 f"invalid seed {part!r} in --seeds {text!r}; use non-negative integers and "
                 "ranges, e.g. 0-7 or 1,5,9-12"
             )
-        first, last = int(match.group(1)), int(match.group(2))
+        first = _check_seed(int(match.group(1)), text)
+        last = _check_seed(int(match.group(2)), text)
         if first > last:
-            raise ConfigError(f"seed range {part!r} is reversed; write {last}-{first}")
+            raise ConfigError(f"--seeds: seed range {part!r} is reversed; write {last}-{first}")
         if last - first + 1 > MAX_SEEDS:
-            raise ConfigError(f"seed range {part!r} has {last - first + 1} seeds; at most {MAX_SEEDS} are allowed")
+            raise ConfigError(
+                f"--seeds: seed range {part!r} has {last - first + 1} seeds; at most {MAX_SEEDS} "
+                "are allowed"
+            )
         seeds.extend(range(first, last + 1))
     seeds = list(dict.fromkeys(seeds))
     if len(seeds) > MAX_SEEDS:
         raise ConfigError(f"--seeds gives {len(seeds)} seeds; at most {MAX_SEEDS} are allowed")
     return seeds
+
+
+def _check_seed(seed: int, text: str) -> int:
+    if seed > MAX_SEED:
+        raise ConfigError(f"--seeds: seed {seed} in {text!r} is out of range; seeds must lie in [0, 2**63)")
+    return seed
 
 
 def generate_images(
@@ -59,15 +73,20 @@ def generate_images(
 
     The image of a seed is `synthesis(sample_ws(1, seed, truncation_psi))`: its latent does not
     depend on the other seeds. Seeds are rendered `batch_size` at a time, and float rounding in
-    the convolutions varies with the batch size, which can move a pixel by one level.
+    the convolutions varies with the batch size, which can move a pixel by one level. Raises
+    ConfigError for bad arguments and for an output folder that cannot be created or written.
     """
     if not seeds:
         raise ConfigError("no seeds given; pass e.g. --seeds 0-7")
+    if not str(out_dir).strip():
+        raise ConfigError("--out is empty; give the folder to write the images to, e.g. --out renders")
+    check_truncation_psi(truncation_psi, name="--truncation-psi")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir}: exists and is not a directory; choose another --out")
     generator = load_generator(generator_path, device=device)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _make_output_dir(out_dir)
+    _warn_about_earlier_images(out_dir)
 
     paths: list[Path] = []
     tiles: list[np.ndarray] = []
@@ -78,13 +97,48 @@ def generate_images(
             images = to_uint8(generator.synthesis(ws, noise_mode=noise_mode))
         for seed, image in zip(chunk, images):
             path = out_dir / f"seed{seed:04d}.png"
-            iio.imwrite(path, image)
+            _write_png(path, image)
             paths.append(path)
             tiles.append(image)
     grid_path = out_dir / "grid.png"
-    iio.imwrite(grid_path, make_grid(tiles))
+    _write_png(grid_path, make_grid(tiles))
     log.info("wrote %d images and %s", len(paths), grid_path)
     return paths
+
+
+def _make_output_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            f"{out_dir}: cannot create the output folder ({error.strerror}); pass an --out whose "
+            "parents are folders you can write to"
+        ) from None
+
+
+def _warn_about_earlier_images(out_dir: Path) -> None:
+    """Warn when `out_dir` already holds seed images; they may come from another run."""
+    earlier = sorted(
+        path.name for path in out_dir.iterdir() if _SEED_IMAGE.fullmatch(path.name) and path.is_file()
+    )
+    if earlier:
+        log.warning(
+            "%s already holds %d seed images (e.g. %s), perhaps from another run; images of the "
+            "seeds given are overwritten, the others are kept but left out of grid.png",
+            out_dir,
+            len(earlier),
+            earlier[0],
+        )
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    try:
+        iio.imwrite(path, image)
+    except OSError as error:
+        raise ConfigError(
+            f"{path}: cannot write the image ({error.strerror or error}); remove or rename what is "
+            "there, or pass another --out"
+        ) from None
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
