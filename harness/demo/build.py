@@ -24,7 +24,9 @@ IDENTITY_FILE = "identity.onnx"
 
 
 def _command(component: str, steps: int | None, seed: int, out: Path) -> str:
-    words = ["latentgate", "demo", "train", component, "--seed", str(seed), "--out", str(out)]
+    words = ["latentgate", "demo", "train", component, "--seed", str(seed)]
+    if out.resolve() != WEIGHTS_DIR.resolve():
+        words += ["--out", str(out)]
     if steps is not None:
         words += ["--steps", str(steps)]
     return shlex.join(words)
