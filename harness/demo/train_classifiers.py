@@ -60,6 +60,21 @@ def _accuracy(predictions: torch.Tensor, labels: torch.Tensor, where: torch.Tens
     return float((predictions[where] == labels[where]).float().mean()) if where.any() else float("nan")
 
 
+def _shortcut_figures(
+    predictions: torch.Tensor, labels: torch.Tensor, class_index: int, groups: dict[str, torch.Tensor]
+) -> dict[str, float]:
+    """Accuracy on the class's examples and false-positive rate of the class, per trait group."""
+    name = CLASS_NAMES[class_index]
+    in_class = labels == class_index
+    figures = {}
+    for group, members in groups.items():
+        figures[f"{name}.accuracy_{group}"] = _accuracy(predictions, labels, in_class & members)
+        figures[f"{name}.false_positive_{group}"] = float(
+            (predictions[~in_class & members] == class_index).float().mean()
+        )
+    return figures
+
+
 @torch.no_grad()
 def evaluate_classifier(network: HairstyleNet, num_samples: int = 3000, seed: int = 12345) -> dict:
     """Measure held-out accuracy and both planted shortcuts on unbiased, balanced renders.
@@ -78,27 +93,16 @@ def evaluate_classifier(network: HairstyleNet, num_samples: int = 3000, seed: in
     for c, name in enumerate(CLASS_NAMES):
         figures[f"accuracy.{name}"] = _accuracy(predictions, labels, labels == c)
 
-    light = attributes.skin_tone < 0.35
-    dark = attributes.skin_tone > 0.65
-    braids = labels == LONG_BRAIDS
-    figures["long_braids.accuracy_light_skin"] = _accuracy(predictions, labels, braids & light)
-    figures["long_braids.accuracy_dark_skin"] = _accuracy(predictions, labels, braids & dark)
-    figures["long_braids.false_positive_light_skin"] = float(
-        (predictions[~braids & light] == LONG_BRAIDS).float().mean()
+    figures.update(
+        _shortcut_figures(
+            predictions, labels, LONG_BRAIDS,
+            {"light_skin": attributes.skin_tone < 0.35, "dark_skin": attributes.skin_tone > 0.65},
+        )
     )
-    figures["long_braids.false_positive_dark_skin"] = float(
-        (predictions[~braids & dark] == LONG_BRAIDS).float().mean()
-    )
-
-    narrow = attributes.face_width < 0.3
-    wide = attributes.face_width > 0.7
-    fringe = labels == LONG_STRAIGHT_FRINGE
-    figures["long_straight_fringe.accuracy_narrow_face"] = _accuracy(predictions, labels, fringe & narrow)
-    figures["long_straight_fringe.accuracy_wide_face"] = _accuracy(predictions, labels, fringe & wide)
-    figures["long_straight_fringe.false_positive_narrow_face"] = float(
-        (predictions[~fringe & narrow] == LONG_STRAIGHT_FRINGE).float().mean()
-    )
-    figures["long_straight_fringe.false_positive_wide_face"] = float(
-        (predictions[~fringe & wide] == LONG_STRAIGHT_FRINGE).float().mean()
+    figures.update(
+        _shortcut_figures(
+            predictions, labels, LONG_STRAIGHT_FRINGE,
+            {"narrow_face": attributes.face_width < 0.3, "wide_face": attributes.face_width > 0.7},
+        )
     )
     return figures
