@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EvaluationResult:
-    """What one evaluation produced."""
+    """The outcome of one evaluation: gate result, resolved model, MLflow run and report."""
 
     gate: GateResult
     model: ResolvedModel

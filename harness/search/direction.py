@@ -8,9 +8,9 @@ minimises, over N base latents w_i,
         + lambda_l2 * |d|^2
 
 with Adam, where G is the generator's synthesis network and E the identity model. All classes
-are optimised in one batch: class c only changes the images of its own slice, so each class's
-gradient depends on its own loss alone, and a class whose loss or gradient stops being finite is
-stopped with status `error` without disturbing the others.
+are optimised in one batch. Class c only changes the images of its own slice, so each class's
+gradient depends on its own loss alone. A class whose loss, gradient or direction stops being
+finite is stopped with status `error`, and the others go on.
 """
 
 from __future__ import annotations

@@ -86,4 +86,5 @@ def tag_model_version(tracking_uri: str, name: str, version: int, tags: dict[str
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     for key, value in tags.items():
         client.set_model_version_tag(name, str(version), key, _truncate(str(value)))
-    log.info("tagged %s version %s with %s", name, version, ", ".join(f"{k}={tags[k]!r}" for k in tags if k != TAG_FAILED))
+    shown = ", ".join(f"{key}={value!r}" for key, value in tags.items() if key != TAG_FAILED)
+    log.info("tagged %s version %s with %s", name, version, shown)
