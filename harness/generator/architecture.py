@@ -41,6 +41,12 @@ class Architecture:
         return [2**i for i in range(2, int(math.log2(self.resolution)) + 1)]
 
     @property
+    def mapping_features(self) -> list[int]:
+        """Feature counts through the mapping network: z_dim, the hidden widths, then w_dim."""
+        hidden = [self.mapping_hidden_dim] * (self.num_mapping_layers - 1)
+        return [self.z_dim, *hidden, self.w_dim]
+
+    @property
     def num_ws(self) -> int:
         """Number of W+ slots: two per block (one per conv) minus one, plus the last ToRGB."""
         return 2 * int(math.log2(self.resolution)) - 2

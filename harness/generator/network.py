@@ -85,9 +85,7 @@ class MappingNetwork(nn.Module):
         self.z_dim = arch.z_dim
         self.w_dim = arch.w_dim
         self.num_ws = arch.num_ws
-        features = (
-            [arch.z_dim] + [arch.mapping_hidden_dim] * (arch.num_mapping_layers - 1) + [arch.w_dim]
-        )
+        features = arch.mapping_features
         self.layers = nn.ModuleList(
             EqualizedLinear(
                 features[i],

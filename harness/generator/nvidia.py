@@ -133,9 +133,7 @@ def infer_architecture(
 def key_mappings(arch: Architecture) -> list[KeyMapping]:
     """List every NVIDIA state-dict key of this architecture and the parameter it becomes."""
     mappings: list[KeyMapping] = []
-    features = (
-        [arch.z_dim] + [arch.mapping_hidden_dim] * (arch.num_mapping_layers - 1) + [arch.w_dim]
-    )
+    features = arch.mapping_features
     for i in range(arch.num_mapping_layers):
         shape = (features[i + 1], features[i])
         mappings.append(_same(f"mapping.fc{i}.weight", f"mapping.layers.{i}.weight", shape))

@@ -113,9 +113,7 @@ def infer_architecture(g_ema: dict, *, path: str, format_name: str) -> Architect
 def key_mappings(arch: Architecture) -> list[KeyMapping]:
     """List every rosinality `g_ema` key of this architecture and the parameter it becomes."""
     mappings: list[KeyMapping] = []
-    features = (
-        [arch.z_dim] + [arch.mapping_hidden_dim] * (arch.num_mapping_layers - 1) + [arch.w_dim]
-    )
+    features = arch.mapping_features
     for i in range(arch.num_mapping_layers):
         shape = (features[i + 1], features[i])
         mappings.append(KeyMapping(f"style.{i + 1}.weight", f"mapping.layers.{i}.weight", shape, shape))
