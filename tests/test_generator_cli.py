@@ -222,7 +222,7 @@ def test_generate_warns_about_earlier_seed_images(tmp_path):
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("WARNING")]
     assert len(warnings) == 1, result.stderr
-    assert f"{out} already holds 1 seed images" in warnings[0]
+    assert f"{out} already contains 1 seed images" in warnings[0]
     assert earlier.read_bytes() == b"from another run"
 
 

@@ -117,13 +117,13 @@ def _make_output_dir(out_dir: Path) -> None:
 
 
 def _warn_about_earlier_images(out_dir: Path) -> None:
-    """Warn when `out_dir` already holds seed images; they may come from another run."""
+    """Warn when `out_dir` already contains seed images, which may come from another run."""
     earlier = sorted(
         path.name for path in out_dir.iterdir() if _SEED_IMAGE.fullmatch(path.name) and path.is_file()
     )
     if earlier:
         log.warning(
-            "%s already holds %d seed images (e.g. %s), perhaps from another run; images of the "
+            "%s already contains %d seed images (e.g. %s), perhaps from another run; images of the "
             "seeds given are overwritten, the others are kept but left out of grid.png",
             out_dir,
             len(earlier),
