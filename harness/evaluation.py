@@ -107,9 +107,31 @@ def _tag_error(run: EvaluationRun, uri: str, model: ResolvedModel, suite: Suite,
         log.exception("could not write the error verdict onto %s", model.uri)
 
 
-def _evaluate_in_run(
-    run: EvaluationRun, model: ResolvedModel, suite: Suite, uri: str, device: str, progress: bool
-) -> EvaluationResult:
+@dataclass
+class LoadedModels:
+    """The models one evaluation uses, loaded once and reused for every class."""
+
+    model: ResolvedModel
+    suite: Suite
+    classifier: object  # harness.classifier.Classifier
+    generator: object  # harness.generator.Generator
+    identity: object  # harness.identity.IdentityModel
+    layers: list[int]
+    ws: torch.Tensor  # the suite's base latents, [num_samples, num_ws, w_dim]
+
+
+@dataclass
+class ClassMeasurement:
+    """The search and walk of one class: direction, frames, curves and measurements."""
+
+    direction: DirectionResult
+    outcome: ClassOutcome
+    frames: torch.Tensor | None = None  # [frames, samples, 3, H, W] raw generator output
+    curves: WalkCurves | None = None
+
+
+def load_models(model: ResolvedModel, suite: Suite, uri: str, device: str = "cpu") -> LoadedModels:
+    """Load the classifier, generator and identity model a suite names; raise on bad input."""
     from harness.generator import load_generator
     from harness.identity import load_identity_model
 
@@ -130,8 +152,68 @@ def _evaluate_in_run(
     suite.check_classes(classifier.class_names)
     generator = load_generator(suite.generator, device=device)
     identity = load_identity_model(suite.identity, device=device, face_crop=suite.regions.face_crop)
-    layers = suite.layer_indices(generator.num_ws)
+    search = suite.search
+    ws = generator.sample_ws(search.num_samples, search.seed, search.truncation_psi)
+    return LoadedModels(
+        model=model,
+        suite=suite,
+        classifier=classifier,
+        generator=generator,
+        identity=identity,
+        layers=list(suite.layer_indices(generator.num_ws)),
+        ws=ws,
+    )
 
+
+def measure_classes(
+    loaded: LoadedModels, class_names: list[str] | None = None, progress: bool = True
+) -> dict[str, ClassMeasurement]:
+    """Search a direction for each class (default: every class of the suite), walk and measure it."""
+    suite, classifier, generator = loaded.suite, loaded.classifier, loaded.generator
+    search = suite.search
+    names = suite.class_names if class_names is None else class_names
+    directions = search_directions(
+        generator.synthesis,
+        classifier,
+        loaded.identity.embed_torch,
+        loaded.ws,
+        [(name, classifier.class_index(name)) for name in names],
+        SearchSettings(
+            steps=search.steps,
+            learning_rate=search.learning_rate,
+            lambda_id=search.lambda_id,
+            lambda_l2=search.lambda_l2,
+            layers=tuple(loaded.layers),
+        ),
+        progress=progress,
+    )
+
+    alphas = np.asarray(search.alphas)
+    skin_tone = _skin_tone_function(suite.regions.skin)
+    bootstrap = search.bootstrap
+    measured: dict[str, ClassMeasurement] = {}
+    for direction in directions:
+        if direction.status != "ok":
+            measured[direction.class_name] = ClassMeasurement(
+                direction, ClassOutcome(error=direction.message)
+            )
+            continue
+        frames = render_walk(generator.synthesis, loaded.ws, direction.direction, alphas)
+        curves = measure_walk(
+            frames, alphas, classifier, direction.class_index, loaded.identity.embed, skin_tone
+        )
+        summary = curves.summarize(bootstrap.num_resamples, bootstrap.confidence, bootstrap.seed)
+        measured[direction.class_name] = ClassMeasurement(
+            direction, ClassOutcome(measurements=summary), frames, curves
+        )
+    return measured
+
+
+def _evaluate_in_run(
+    run: EvaluationRun, model: ResolvedModel, suite: Suite, uri: str, device: str, progress: bool
+) -> EvaluationResult:
+    loaded = load_models(model, suite, uri, device)
+    generator, identity = loaded.generator, loaded.identity
     run.log_params(
         {
             "model_uri": model.uri,
@@ -148,48 +230,14 @@ def _evaluate_in_run(
         }
     )
 
-    search = suite.search
-    ws = generator.sample_ws(search.num_samples, search.seed, search.truncation_psi)
-    classes = [(name, classifier.class_index(name)) for name in suite.class_names]
-    directions = search_directions(
-        generator.synthesis,
-        classifier,
-        identity.embed_torch,
-        ws,
-        classes,
-        SearchSettings(
-            steps=search.steps,
-            learning_rate=search.learning_rate,
-            lambda_id=search.lambda_id,
-            lambda_l2=search.lambda_l2,
-            layers=tuple(layers),
-        ),
-        progress=progress,
-    )
-
-    alphas = np.asarray(search.alphas)
-    skin_tone = _skin_tone_function(suite.regions.skin)
-    outcomes: dict[str, ClassOutcome] = {}
-    walks: dict[str, tuple[torch.Tensor, WalkCurves]] = {}
-    for direction in directions:
-        if direction.status != "ok":
-            outcomes[direction.class_name] = ClassOutcome(error=direction.message)
-            continue
-        frames = render_walk(generator.synthesis, ws, direction.direction, alphas)
-        curves = measure_walk(
-            frames, alphas, classifier, direction.class_index, identity.embed, skin_tone
-        )
-        bootstrap = search.bootstrap
-        measurements = curves.summarize(bootstrap.num_resamples, bootstrap.confidence, bootstrap.seed)
-        outcomes[direction.class_name] = ClassOutcome(measurements=measurements)
-        walks[direction.class_name] = (frames, curves)
-
+    measured = measure_classes(loaded, progress=progress)
+    outcomes = {name: m.outcome for name, m in measured.items()}
     gate = evaluate_gate(suite.expectations, outcomes)
     report = format_report(gate)
 
     with tempfile.TemporaryDirectory(prefix="latentgate-") as folder:
         artifacts = Path(folder)
-        _write_artifacts(artifacts, model, suite, gate, directions, walks, outcomes, generator, identity)
+        _write_artifacts(artifacts, model, suite, gate, measured, generator, identity)
         run.log_metrics(_metrics(outcomes))
         run.log_artifacts(artifacts)
 
@@ -230,9 +278,7 @@ def _write_artifacts(
     model: ResolvedModel,
     suite: Suite,
     gate: GateResult,
-    directions: list[DirectionResult],
-    walks: dict[str, tuple[torch.Tensor, WalkCurves]],
-    outcomes: dict[str, ClassOutcome],
+    measured: dict[str, ClassMeasurement],
     generator,
     identity,
 ) -> None:
@@ -241,7 +287,10 @@ def _write_artifacts(
     from harness.report.images import FRAME_MS
 
     class_files: dict[str, dict[str, str]] = {}
-    for class_name, (frames, curves) in walks.items():
+    for class_name, class_measurement in measured.items():
+        frames, curves = class_measurement.frames, class_measurement.curves
+        if frames is None or curves is None:
+            continue
         write_gif(folder / f"{class_name}.gif", walk_gif_frames(frames))
         write_png(folder / f"{class_name}_sheet.png", contact_sheet(frames))
         plot_curves(curves, f"{model.uri}: towards {class_name}", folder / f"{class_name}_curves.png")
@@ -269,7 +318,8 @@ def _write_artifacts(
         "gate": gate.to_dict(),
         "classes": {},
     }
-    for direction in directions:
+    for class_name, class_measurement in measured.items():
+        direction = class_measurement.direction
         entry: dict[str, object] = {
             "status": direction.status,
             "message": direction.message,
@@ -277,13 +327,12 @@ def _write_artifacts(
             "final_losses": direction.final_losses,
             "loss_history": direction.loss_history,
         }
-        outcome = outcomes.get(direction.class_name)
-        if outcome is not None:
-            entry["measurements"] = {
-                metric: _json_measurement(m) for metric, m in outcome.measurements.items()
-            }
-        if direction.class_name in walks:
-            curves = walks[direction.class_name][1]
+        entry["measurements"] = {
+            metric: _json_measurement(m)
+            for metric, m in class_measurement.outcome.measurements.items()
+        }
+        curves = class_measurement.curves
+        if curves is not None:
             entry["alphas"] = curves.alphas.tolist()
             entry["per_sample"] = {k: v.tolist() for k, v in curves.per_sample_metrics().items()}
             entry["curves_mean"] = {
@@ -291,7 +340,7 @@ def _write_artifacts(
                 "identity_cos_sim": curves.identity_cos_sim.mean(axis=0).tolist(),
                 "skin_ita_deg": curves.skin_ita_deg.mean(axis=0).tolist(),
             }
-        results["classes"][direction.class_name] = entry
+        results["classes"][class_name] = entry
     (folder / "results.json").write_text(json.dumps(results, indent=2, allow_nan=False, default=str))
 
     write_report_html(
