@@ -133,3 +133,27 @@ def test_generator_training_runs(tmp_path):
     assert torch.isfinite(generator.w_avg).all()
     z = torch.randn(2, 32)
     assert intended_attributes(z).num_samples == 2
+
+
+def test_generator_refinement_and_continuation_run():
+    from harness.demo.evaluate_generator import MEASURED_ATTRIBUTES
+    from harness.demo.networks import HairstyleNet
+    from harness.demo.train_generator import refine_generator, train_generator
+    from harness.generator import Architecture, build_generator
+
+    architecture = Architecture(
+        resolution=64, z_dim=32, w_dim=32, num_mapping_layers=2, mapping_hidden_dim=32,
+        channels={4: 16, 8: 16, 16: 8, 32: 8, 64: 8},
+    )
+    network = build_generator(architecture)
+    before = {name: p.detach().clone() for name, p in network.named_parameters()}
+    teacher = HairstyleNet(num_classes=len(MEASURED_ATTRIBUTES))
+    refined = refine_generator(network, teacher, steps=3, batch_size=2, progress=False)
+    changed = [name for name, p in refined.named_parameters() if not torch.equal(p, before[name])]
+    assert any(name.startswith("synthesis") for name in changed)
+    assert all(not name.endswith("noise_strength") for name in changed)
+    assert torch.isfinite(refined.w_avg).all()
+
+    continued = train_generator(steps=2, batch_size=2, progress=False, network=refined)
+    assert continued is refined
+    assert continued.architecture == architecture

@@ -67,8 +67,12 @@ def train_generator(
     progress: bool = True,
     checkpoint_path: Path | None = None,
     checkpoint_every: int = 1000,
+    network: Generator | None = None,
 ) -> Generator:
     """Distil the renderer into a StyleGAN2 generator and return it in eval mode.
+
+    With `network`, training continues from that generator (its architecture replaces
+    `architecture`) with a fresh optimiser and schedule.
 
     The mapping network's weights are stored divided by its learning-rate multiplier (0.01),
     so Adam moves its effective weights 100 times slower than the synthesis network's; its
@@ -76,29 +80,14 @@ def train_generator(
     quantile functions within a short run. With `checkpoint_path`, the generator is also saved
     there (rosinality format, w_avg estimated) every `checkpoint_every` steps.
     """
-    assert architecture.z_dim >= NUM_ATTRIBUTE_DIMS
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    network = build_generator(architecture)
-    network.requires_grad_(True)
-    for name, parameter in network.named_parameters():
-        if name.endswith("noise_strength"):
-            parameter.data.zero_()
-            parameter.requires_grad_(False)
-    mapping = [p for p in network.mapping.parameters() if p.requires_grad]
-    synthesis = [p for p in network.synthesis.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(
-        [
-            {"params": mapping, "lr": learning_rate * mapping_learning_rate_factor},
-            {"params": synthesis, "lr": learning_rate},
-        ],
-        betas=(0.9, 0.99),
-    )
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        [learning_rate * mapping_learning_rate_factor, learning_rate],
-        total_steps=steps,
-        pct_start=0.05,
+    if network is None:
+        network = build_generator(architecture)
+    architecture = network.architecture
+    assert architecture.z_dim >= NUM_ATTRIBUTE_DIMS
+    optimizer, schedule = _optimizer_and_schedule(
+        network, learning_rate, mapping_learning_rate_factor, steps, warmup_fraction=0.05
     )
 
     network.train()
@@ -123,8 +112,108 @@ def train_generator(
     return network
 
 
+def _optimizer_and_schedule(
+    network: Generator, learning_rate: float, mapping_factor: float, steps: int, warmup_fraction: float
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.OneCycleLR]:
+    """Make every parameter but the noise strengths (switched off, set to 0) trainable; return
+    Adam with the mapping network's rate raised by `mapping_factor` and a one-cycle schedule."""
+    network.requires_grad_(True)
+    for name, parameter in network.named_parameters():
+        if name.endswith("noise_strength"):
+            parameter.data.zero_()
+            parameter.requires_grad_(False)
+    mapping = [p for p in network.mapping.parameters() if p.requires_grad]
+    synthesis = [p for p in network.synthesis.parameters() if p.requires_grad]
+    rates = [learning_rate * mapping_factor, learning_rate]
+    optimizer = torch.optim.Adam(
+        [{"params": mapping, "lr": rates[0]}, {"params": synthesis, "lr": rates[1]}], betas=(0.9, 0.99)
+    )
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, rates, total_steps=steps, pct_start=warmup_fraction
+    )
+    return optimizer, schedule
+
+
 def _save_checkpoint(network: Generator, path: Path) -> None:
     """Save a copy in rosinality's format with w_avg estimated, leaving training undisturbed."""
     snapshot = copy.deepcopy(network).eval().requires_grad_(False)
     snapshot.estimate_w_avg()
     save_rosinality_checkpoint(snapshot, path)
+
+
+class _TeacherFeatures(torch.nn.Module):
+    """A frozen attribute regressor that returns its block activations and its outputs."""
+
+    def __init__(self, regressor: torch.nn.Module) -> None:
+        super().__init__()
+        self.regressor = regressor.eval().requires_grad_(False)
+
+    def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        activations = []
+        x = images
+        for layer in self.regressor.features:
+            x = layer(x)
+            if isinstance(layer, torch.nn.ReLU):
+                activations.append(x)
+        return activations, self.regressor.head(x)
+
+
+def refine_generator(
+    network: Generator,
+    teacher: torch.nn.Module,
+    steps: int = 2500,
+    batch_size: int = 32,
+    learning_rate: float = 3e-3,
+    mapping_learning_rate_factor: float = 10.0,
+    feature_weight: float = 1.0,
+    attribute_weight: float = 4.0,
+    seed: int = 1,
+    progress: bool = True,
+) -> Generator:
+    """Second phase: keep the pixel loss and add losses read through an attribute regressor.
+
+    A pixel loss alone draws hair curls and braids as their blurred average, because their fine
+    pattern is hard to place exactly. Here the generator also matches the regressor's block
+    activations on the render (normalised per block by the render's mean activation), and the
+    regressor's attribute readout of G(z) must equal the attributes z was meant to have
+    (MEASURED_ATTRIBUTES of evaluate_generator). The teacher regressor is trained with a
+    different seed from the one `evaluate_generator` trains to score the result.
+    """
+    from harness.demo.evaluate_generator import MEASURED_ATTRIBUTES
+
+    features = _TeacherFeatures(teacher)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer, schedule = _optimizer_and_schedule(
+        network, learning_rate, mapping_learning_rate_factor, steps, warmup_fraction=0.1
+    )
+
+    network.train()
+    bar = tqdm(range(steps), desc="generator refinement", disable=not progress)
+    for step in bar:
+        z = torch.randn(batch_size, network.z_dim, generator=generator)
+        attributes = intended_attributes(z)
+        target = render(attributes, size=network.resolution) * 2 - 1
+        expected = torch.stack([getattr(attributes, name) for name in MEASURED_ATTRIBUTES], dim=1)
+        output = network(z, noise_mode="none")
+        with torch.no_grad():
+            target_activations, _ = features(target)
+        activations, readout = features(output)
+        feature_loss = sum(
+            (a - t).abs().mean() / (t.abs().mean() + 1e-6) for a, t in zip(activations, target_activations)
+        ) / len(activations)
+        loss = (
+            _downsampled_l1(output, target)
+            + feature_weight * feature_loss
+            + attribute_weight * F.mse_loss(readout, expected)
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}", features=f"{feature_loss.item():.3f}")
+
+    network.eval().requires_grad_(False)
+    network.estimate_w_avg()
+    return network
