@@ -1,6 +1,6 @@
-"""The main job end to end on the shared fixture generator and identity model.
+"""The main job end to end on the toy world of `toy_models`.
 
-A registered toy classifier whose logits are 5 x the mean of each colour channel gives a known
+Its registered classifier's logits are 5 x the mean of each colour channel, which gives a known
 answer: a direction that makes the images redder exists, so p(red) must rise.
 """
 
@@ -12,85 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from harness.errors import ConfigError, RegistryError
-
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures"
-
-SUITE = """\
-version: 1
-name: colours
-generator: {generator}
-identity: {identity}
-classifier:
-  preprocessing: {{resolution: 16, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}}
-regions:
-  face_crop: [0.0, 0.0, 1.0, 1.0]
-  skin: [0.25, 0.25, 0.75, 0.75]
-search:
-  num_samples: 4
-  seed: 0
-  truncation_psi: 0.7
-  steps: 12
-  learning_rate: 0.05
-  lambda_id: 0.1
-  lambda_l2: 0.001
-  layers: all
-  alpha_max: 1.0
-  num_frames: 4
-  bootstrap: {{num_resamples: 200, confidence: 0.95, seed: 0}}
-defaults:
-  expect:
-    - target_prob_gain >= 0.3
-classes:
-{classes}
-"""
-
-
-class ChannelMeans(torch.nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=(2, 3)) * 5
-
-
-def write_suite(folder: Path, classes: str = "  red: {}\n  blue: {}", **paths) -> Path:
-    values = {
-        "generator": FIXTURES / "rosinality_s32_convert.pt",
-        "identity": FIXTURES / "arcface_tiny.onnx",
-        "classes": classes,
-    }
-    values.update(paths)
-    path = folder / "suite.yaml"
-    path.write_text(SUITE.format(**values))
-    return path
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """A sqlite registry with model `colour` version 1 (the toy classifier), alias `champion`."""
-    import mlflow
-
-    folder = tmp_path_factory.mktemp("store")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)  # earlier tests in this process may have set another one
-    mlflow.set_experiment("toy-models")
-    with mlflow.start_run():
-        mlflow.pytorch.log_model(
-            ChannelMeans(),
-            name="classifier",
-            input_example=np.zeros((2, 3, 16, 16), np.float32),
-            registered_model_name="colour",
-            metadata={"class_names": ["red", "green", "blue"]},
-        )
-    mlflow.MlflowClient().set_registered_model_alias("colour", "champion", "1")
-    mlflow.set_tracking_uri(None)
-    mlflow.set_registry_uri(None)
-    return folder, uri
+from toy_models import REPO, write_suite
 
 
 def version_tags(uri: str) -> dict[str, str]:
