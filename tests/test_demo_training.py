@@ -157,3 +157,19 @@ def test_generator_refinement_and_continuation_run():
     continued = train_generator(steps=2, batch_size=2, progress=False, network=refined)
     assert continued is refined
     assert continued.architecture == architecture
+
+
+def test_random_blur_smooths_per_image():
+    from harness.demo.train_classifiers import random_blur
+
+    checkerboard = (torch.arange(64).view(1, 64) + torch.arange(64).view(64, 1)) % 2 * 2.0 - 1
+    images = checkerboard.expand(8, 3, 64, 64).contiguous()
+    generator = torch.Generator().manual_seed(0)
+
+    assert torch.equal(random_blur(images, 0.0, generator), images)
+    blurred = random_blur(images, 1.5, generator)
+    assert blurred.shape == images.shape
+    contrast = blurred.std(dim=(1, 2, 3))  # [8]: each image drew its own sigma
+    assert (contrast <= images.std(dim=(1, 2, 3)) + 1e-6).all()
+    assert contrast.min() < 0.5 * images.std()
+    assert contrast.max() - contrast.min() > 0.05

@@ -51,12 +51,11 @@ def train_component(component: str, out: Path = WEIGHTS_DIR, steps: int | None =
 
 
 def _train_generator(out: Path, steps, seed, command, progress) -> dict:
-    from harness.demo.train_generator import train_generator
     from harness.demo.evaluate_generator import evaluate_generator
+    from harness.demo.train_generator import train_demo_generator
     from harness.generator import save_rosinality_checkpoint
 
-    kwargs = {"steps": steps} if steps is not None else {}
-    generator = train_generator(seed=seed, progress=progress, **kwargs)
+    generator = train_demo_generator(seed=seed, steps=steps, progress=progress)
     save_rosinality_checkpoint(generator, out / GENERATOR_FILE)
     clean = out / "classifier-clean.safetensors"
     classifier = None

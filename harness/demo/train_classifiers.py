@@ -22,8 +22,14 @@ def train_classifier(
     learning_rate: float = 2e-3,
     seed: int = 0,
     progress: bool = True,
+    max_blur_sigma: float = 1.5,
 ) -> HairstyleNet:
-    """Train a `HairstyleNet` on renders of the given variant's training distribution."""
+    """Train a `HairstyleNet` on renders of the given variant's training distribution.
+
+    Each training image is blurred with a Gaussian of a random sigma in [0, max_blur_sigma]
+    pixels, so the classifier also reads the softer images the demo generator draws; it then
+    depends less on fine hair texture and more on hair shape and colour.
+    """
     shortcuts = CLASSIFIER_VARIANTS[variant]
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -35,7 +41,8 @@ def train_classifier(
     bar = tqdm(range(steps), desc=f"classifier {variant}", disable=not progress)
     for step in bar:
         attributes, labels = balanced_attributes(batch_size, generator, shortcuts)
-        loss = F.cross_entropy(network(render_batch(attributes)), labels)
+        images = random_blur(render_batch(attributes), max_blur_sigma, generator)
+        loss = F.cross_entropy(network(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -43,6 +50,16 @@ def train_classifier(
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     return network.eval()
+
+
+def random_blur(images: torch.Tensor, max_sigma: float, generator: torch.Generator) -> torch.Tensor:
+    """Blur each image `[N, 3, H, W]` with its own Gaussian sigma drawn from [0, max_sigma] px."""
+    if max_sigma <= 0:
+        return images
+    from kornia.filters import gaussian_blur2d
+
+    sigma = torch.rand(len(images), 1, generator=generator) * max_sigma + 1e-3  # kornia needs > 0
+    return gaussian_blur2d(images, (7, 7), sigma.expand(-1, 2), border_type="replicate")
 
 
 @torch.no_grad()

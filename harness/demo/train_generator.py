@@ -217,3 +217,31 @@ def refine_generator(
     network.eval().requires_grad_(False)
     network.estimate_w_avg()
     return network
+
+
+# The demo generator's recipe: two pixel-loss phases (the second continues the first at a lower
+# learning rate), then the regressor-guided refinement. Step counts of (phase 1, phase 2,
+# refinement); `train_demo_generator(steps=N)` scales all three by N / 6000.
+RECIPE_STEPS = (6000, 6000, 2500)
+RECIPE_LEARNING_RATES = (1e-2, 3e-3)
+
+
+def train_demo_generator(seed: int = 0, steps: int | None = None, progress: bool = True) -> Generator:
+    """Train the committed demo generator from scratch: pixel phases, then refinement."""
+    from harness.demo.evaluate_generator import train_attribute_regressor
+
+    scale = 1.0 if steps is None else steps / RECIPE_STEPS[0]
+    phase_steps = [max(1, round(count * scale)) for count in RECIPE_STEPS]
+    network = train_generator(
+        steps=phase_steps[0], learning_rate=RECIPE_LEARNING_RATES[0], seed=seed, progress=progress
+    )
+    network = train_generator(
+        steps=phase_steps[1],
+        learning_rate=RECIPE_LEARNING_RATES[1],
+        seed=seed + 2,
+        progress=progress,
+        network=network,
+    )
+    # The teacher's seed differs from evaluate_generator's regressor (4242), which scores the result.
+    teacher = train_attribute_regressor(seed=seed + 7, progress=progress)
+    return refine_generator(network, teacher, steps=phase_steps[2], seed=seed + 1, progress=progress)
