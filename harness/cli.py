@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_suite_commands(commands)
     _add_run_command(commands)
     _add_demo_commands(commands)
+    _add_gate_commands(commands)
     return parser
 
 
@@ -226,6 +227,135 @@ def _run_demo_train(args: argparse.Namespace) -> int:
         print(f"{name}:")
         for key, value in values.items():
             print(f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}")
+    return 0
+
+
+def _add_gate_commands(commands: argparse._SubParsersAction) -> None:
+    gate = commands.add_parser(
+        "gate",
+        help="evaluate model versions automatically when the MLflow registry changes",
+        description="The automatic gate: run the main job when a model version is created or "
+        "an alias or tag is set, tag the version with the verdict, and move a protected alias "
+        "back from a version that does not pass. gate.yaml names the models, suites and "
+        "triggers.",
+    )
+    actions = gate.add_subparsers(dest="gate_command", metavar="ACTION", required=True)
+
+    serve = actions.add_parser(
+        "serve",
+        help="receive MLflow webhook deliveries and run the jobs they trigger",
+        description="Listen for MLflow webhook deliveries (default http://127.0.0.1:8765/webhook), "
+        "verify their signature with the secret in LATENTGATE_WEBHOOK_SECRET, queue the "
+        "evaluations they trigger in SQLite and run them one at a time. Stops on SIGTERM or "
+        "Ctrl+C after the running job.",
+    )
+    serve.add_argument("--config", required=True, help="gate file (YAML)")
+    serve.set_defaults(handler=_run_gate_serve)
+
+    watch = actions.add_parser(
+        "watch",
+        help="poll the registry for changes instead of receiving webhooks",
+        description="Poll the registry for new versions and alias, tag and stage changes, for "
+        "stores and hosted services that send no webhooks. Uses the same queue and write-back "
+        "as `gate serve`; run one of the two per queue file.",
+    )
+    watch.add_argument("--config", required=True, help="gate file (YAML)")
+    watch.add_argument(
+        "--interval",
+        type=float,
+        default=None,
+        help="seconds between polls (default: watch.interval_s in the gate file, 30)",
+    )
+    watch.add_argument(
+        "--once", action="store_true", help="poll once, run the queued jobs, then exit"
+    )
+    watch.set_defaults(handler=_run_gate_watch)
+
+    install = actions.add_parser(
+        "install",
+        help="create the webhook on an MLflow server and send it a test delivery",
+        description="Create the webhook with MlflowClient.create_webhook (or update the one of "
+        "the same name), then send MLflow's test delivery and print the response. The MLflow "
+        "server must allow http and loopback URLs for a receiver on the same machine; see "
+        "README.md, 'Automatic gate on registry events'.",
+    )
+    install.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="URL of the MLflow tracking server (default: MLFLOW_TRACKING_URI)",
+    )
+    install.add_argument(
+        "--url", required=True, help="receiver URL, e.g. http://127.0.0.1:8765/webhook"
+    )
+    install.add_argument(
+        "--events",
+        nargs="+",
+        default=None,
+        metavar="EVENT",
+        help="webhook events (default: model_version.created model_version_alias.created "
+        "model_version_alias.deleted model_version_tag.set)",
+    )
+    install.add_argument("--name", default="latentgate", help="webhook name (default: latentgate)")
+    install.add_argument(
+        "--secret-env",
+        default="LATENTGATE_WEBHOOK_SECRET",
+        help="environment variable that contains the shared secret (default: "
+        "LATENTGATE_WEBHOOK_SECRET)",
+    )
+    install.set_defaults(handler=_run_gate_install)
+
+    jobs = actions.add_parser(
+        "jobs",
+        help="list the gate's recent jobs",
+        description="Print the newest jobs of the gate's queue: state, model version, verdict, "
+        "run and triggers.",
+    )
+    jobs.add_argument("--config", required=True, help="gate file (YAML)")
+    jobs.add_argument("--limit", type=int, default=20, help="how many jobs to list (default: 20)")
+    jobs.set_defaults(handler=_run_gate_jobs)
+
+
+def _run_gate_serve(args: argparse.Namespace) -> int:
+    from registry_hooks.config import load_gate_config
+    from registry_hooks.service import serve
+
+    serve(load_gate_config(args.config))
+    return 0
+
+
+def _run_gate_watch(args: argparse.Namespace) -> int:
+    from registry_hooks.config import load_gate_config
+    from registry_hooks.watch import watch
+
+    watch(load_gate_config(args.config), interval_s=args.interval, once=args.once)
+    return 0
+
+
+def _run_gate_install(args: argparse.Namespace) -> int:
+    import mlflow
+
+    from registry_hooks.install import install_webhook
+
+    result = install_webhook(
+        args.tracking_uri or mlflow.get_tracking_uri(),
+        args.url,
+        events=args.events,
+        name=args.name,
+        secret_env=args.secret_env,
+    )
+    action = "created" if result.created else "updated"
+    print(f"{action} webhook {result.name!r} ({result.webhook_id}) -> {result.url}")
+    print(f"events: {', '.join(result.events)}")
+    print(f"test delivery ({result.test_event}): HTTP {result.test_status} {result.test_body or ''}")
+    return 0
+
+
+def _run_gate_jobs(args: argparse.Namespace) -> int:
+    from registry_hooks.config import load_gate_config
+    from registry_hooks.queue import JobQueue, format_jobs
+
+    queue = JobQueue(load_gate_config(args.config).queue_path)
+    print("\n".join(format_jobs(queue.jobs(args.limit))) or f"no jobs in {queue.path}")
     return 0
 
 

@@ -6,8 +6,10 @@
 
 Inputs are validated before the MLflow run starts, so a bad suite or an unknown model leaves no
 run behind. Once the run has started, any error ends it FAILED and tags the model version
-`error`, never `pass`. Artifacts are written to a temporary folder and logged only when all of
-them exist, so no half-written set reaches the run.
+`error`, never `pass`. The verdict is tagged onto the version only after the run has ended, so a
+version's verdict always names an ended run, even when the process dies in between. Artifacts are
+written to a temporary folder and logged only when all of them exist, so no half-written set
+reaches the run.
 """
 
 from __future__ import annotations
@@ -65,6 +67,11 @@ def _tracking_uri(tracking_uri: str | None) -> str:
     return uri
 
 
+def evaluation_run_name(model_name: str, version: int | str, suite_name: str) -> str:
+    """Return the MLflow run name of an evaluation; the automatic gate finds its runs by it."""
+    return f"{model_name}-v{version}-{suite_name}"
+
+
 def evaluate(
     model_reference: str,
     suite_path: str | Path,
@@ -81,7 +88,7 @@ def evaluate(
     uri = _tracking_uri(tracking_uri)
     model = resolve_model(model_reference, tracking_uri=uri)
 
-    run = EvaluationRun(uri, run_name=f"{model.name}-v{model.version}-{suite.name}")
+    run = EvaluationRun(uri, run_name=evaluation_run_name(model.name, model.version, suite.name))
     try:
         result = _evaluate_in_run(run, model, suite, uri, device, progress)
     except BaseException as error:
@@ -91,6 +98,18 @@ def evaluate(
         run.finish("FAILED")
         raise
     run.finish("FAILED" if result.gate.verdict == "error" else "FINISHED")
+    # MLflow sets tags one at a time; the verdict goes last, so that it never names an older run.
+    tag_model_version(
+        uri,
+        model.name,
+        model.version,
+        {
+            TAG_RUN_ID: run.run_id,
+            TAG_SUITE: suite.name,
+            TAG_FAILED: ",".join(result.gate.failed),
+            TAG_VERDICT: result.gate.verdict,
+        },
+    )
     return result
 
 
@@ -243,12 +262,6 @@ def _evaluate_in_run(
 
     failed = ",".join(gate.failed)
     run.set_tags({TAG_VERDICT: gate.verdict, TAG_FAILED: failed, "latentgate.model_uri": model.uri})
-    tag_model_version(
-        uri,
-        model.name,
-        model.version,
-        {TAG_VERDICT: gate.verdict, TAG_RUN_ID: run.run_id, TAG_SUITE: suite.name, TAG_FAILED: failed},
-    )
     return EvaluationResult(gate=gate, model=model, run_id=run.run_id, report=report)
 
 

@@ -283,9 +283,9 @@ def _unwrap_optional(annotation: Any) -> Any:
     return annotation
 
 
-def _allowed_keys(loc: Loc) -> list[str]:
-    """Return the keys the schema allows in the mapping at `loc`, or [] if unknown."""
-    annotation: Any = SuiteFile
+def _allowed_keys(loc: Loc, schema: type[BaseModel] = SuiteFile) -> list[str]:
+    """Return the keys `schema` allows in the mapping at `loc`, or [] if unknown."""
+    annotation: Any = schema
     for part in loc:
         annotation = _unwrap_optional(annotation)
         origin = typing.get_origin(annotation)
@@ -306,13 +306,13 @@ def _allowed_keys(loc: Loc) -> list[str]:
     return []
 
 
-def _pydantic_message(error: dict[str, Any]) -> str:
+def _pydantic_message(error: dict[str, Any], schema: type[BaseModel] = SuiteFile) -> str:
     kind = error["type"]
     loc = tuple(error["loc"])
     value = error.get("input")
     context = error.get("ctx") or {}
     if kind == "extra_forbidden":
-        allowed = _allowed_keys(loc[:-1])
+        allowed = _allowed_keys(loc[:-1], schema)
         return f"unknown key {loc[-1]!r}; allowed keys here: {', '.join(allowed)}"
     if kind == "missing":
         return f"missing required key {loc[-1]!r}"
@@ -428,14 +428,16 @@ def _path_problems(data: dict[str, Any], suite_dir: Path) -> list[_Problem]:
 
 # --- Loading ----------------------------------------------------------------------------------
 
-def _raise_problems(path: Path, root: yaml.Node, problems: list[_Problem]) -> None:
+def _raise_problems(
+    path: Path, root: yaml.Node, problems: list[_Problem], kind: str = "suite file"
+) -> None:
     located = []
     for problem in problems:
         line, key_path = _locate(root, problem.loc)
         located.append((problem.line or line, key_path, problem.message))
     located.sort(key=lambda item: item[0])
     count = f"{len(located)} error" + ("s" if len(located) > 1 else "")
-    lines = [f"invalid suite file {path} ({count}):"]
+    lines = [f"invalid {kind} {path} ({count}):"]
     lines += [f"  {path}:{line}: {key_path}: {message}" for line, key_path, message in located]
     raise ConfigError("\n".join(lines))
 

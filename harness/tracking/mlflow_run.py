@@ -25,6 +25,11 @@ def _truncate(value: str) -> str:
     return value[: _MAX_TAG_CHARS - 20] + " ... (truncated)"
 
 
+def experiment_name() -> str:
+    """Return the experiment evaluations log to: MLFLOW_EXPERIMENT_NAME, else `latentgate`."""
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT_NAME)
+
+
 class EvaluationRun:
     """An MLflow run that is ended FAILED unless `finish` is called.
 
@@ -41,9 +46,7 @@ class EvaluationRun:
         if os.environ.get("MLFLOW_RUN_ID"):
             self.run = mlflow.start_run(run_id=os.environ["MLFLOW_RUN_ID"])
         else:
-            experiment = mlflow.set_experiment(
-                os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT_NAME)
-            )
+            experiment = mlflow.set_experiment(experiment_name())
             self.run = mlflow.start_run(experiment_id=experiment.experiment_id, run_name=run_name)
         self.run_id = self.run.info.run_id
         self._ended = False

@@ -1,0 +1,239 @@
+"""End to end: a real `mlflow server`, `latentgate gate serve` and `gate install`, on 127.0.0.1.
+
+The MLflow server runs on a SQLite store with the settings a receiver on the same machine
+needs: http and loopback webhook URLs allowed, and a secret encryption key. The test registers
+two toy versions through the server (version 1 passes the toy suite, version 2 fails it),
+moves aliases, and waits for the gate's tags and roll-back. Both servers are stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gate_support import (
+    CLASS_NAMES,
+    ScaledChannelMeans,
+    cli_env,
+    free_port,
+    write_gate_file,
+    write_gate_suite,
+)
+
+pytestmark = pytest.mark.slow
+
+# Seconds for a server to start or an evaluation to reach the version's tags. About 20 s and
+# 10 s on an idle 2-core machine; the margin is for a machine busy with other work.
+TIMEOUT_S = 300
+
+
+def wait_until(predicate, timeout_s, description):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {description}")
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def start(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """Start `command` in its own process group, writing its output to `log`.
+
+    A file rather than a pipe, so that a long run cannot block on a full pipe buffer.
+    """
+    with open(log, "w") as output:
+        return subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop(process: subprocess.Popen, log: Path) -> str:
+    """Stop a process group this test started with SIGTERM (SIGKILL after 30 s); return its log."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return f"--- {log.name} ---\n{log.read_text()[-4000:]}"
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    from cryptography.fernet import Fernet
+
+    port = free_port()
+    mlflow_command = shutil.which("mlflow", path=str(Path(sys.executable).parent))
+    assert mlflow_command is not None
+    env = dict(
+        os.environ,
+        MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https",
+        MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",
+        MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=Fernet.generate_key().decode(),
+    )
+    log = tmp_path / "mlflow-server.log"
+    process = start(
+        [mlflow_command, "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=tmp_path,  # the server keeps artifacts in ./mlartifacts
+        env=env,
+        log=log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: answers(f"{url}/health") or process.poll() is not None, TIMEOUT_S, "mlflow server"
+        )
+        assert process.poll() is None, log.read_text()[-4000:]
+        yield url
+    finally:
+        print(stop(process, log))
+
+
+def register(uri: str, scale: float) -> str:
+    """Log a toy classifier through the server as the next version of `colour`."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name("toy-models")
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        # An explicit experiment: earlier tests in this process may have set another active one.
+        with mlflow.start_run(experiment_id=experiment.experiment_id):
+            info = mlflow.pytorch.log_model(
+                ScaledChannelMeans(scale),
+                name="classifier",
+                input_example=np.zeros((2, 3, 16, 16), np.float32),
+                registered_model_name="colour",
+                metadata={"class_names": CLASS_NAMES},
+                pip_requirements=["torch"],  # skips MLflow's slow requirement inference
+            )
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    return str(info.registered_model_version)
+
+
+def test_gate_on_registry_events(tmp_path, mlflow_server):
+    from mlflow.tracking import MlflowClient
+
+    from registry_hooks.queue import JobQueue
+
+    uri = mlflow_server
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    # Created here, so that their artifacts go to the server's store and not to ./mlruns.
+    client.create_experiment("latentgate")
+    client.create_experiment("toy-models")
+    port = free_port()
+    config = write_gate_file(
+        tmp_path, uri, write_gate_suite(tmp_path), "{aliases: [staging, champion]}",
+        receiver=f"{{host: 127.0.0.1, port: {port}, path: /webhook}}",
+    )
+    receiver_url = f"http://127.0.0.1:{port}/webhook"
+    gate_log = tmp_path / "gate-serve.log"
+    gate = start(
+        [sys.executable, "-m", "harness.cli", "gate", "serve", "--config", str(config)],
+        cwd=tmp_path,
+        env=cli_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"),
+        log=gate_log,
+    )
+    try:
+        wait_until(
+            lambda: answers(f"http://127.0.0.1:{port}/healthz") or gate.poll() is not None,
+            TIMEOUT_S,
+            "gate serve",
+        )
+        assert gate.poll() is None
+
+        install = subprocess.run(
+            [sys.executable, "-m", "harness.cli", "gate", "install",
+             "--tracking-uri", uri, "--url", receiver_url],
+            cwd=tmp_path,
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+        )
+        assert install.returncode == 0, install.stderr[-3000:]
+        assert "created webhook 'latentgate'" in install.stdout
+        assert "test delivery (model_version.created): HTTP 200" in install.stdout
+
+        assert register(uri, 5.0) == "1"
+        assert register(uri, 0.05) == "2"
+
+        def tags(version: str) -> dict[str, str]:
+            return dict(client.get_model_version("colour", version).tags)
+
+        def aliases() -> dict[str, str]:
+            return {a: str(v) for a, v in client.get_registered_model("colour").aliases.items()}
+
+        # Staging on version 1: evaluated, passes, tagged.
+        client.set_registered_model_alias("colour", "staging", "1")
+        wait_until(lambda: "latentgate.verdict" in tags("1"), TIMEOUT_S, "the verdict on version 1")
+        first = tags("1")
+        assert first["latentgate.verdict"] == "pass"
+        assert first["latentgate.suite"] == "colours"
+        assert first["latentgate.failed"] == ""
+        assert first["latentgate.trigger"] == "model_version_alias.created alias=staging"
+        assert client.get_run(first["latentgate.run_id"]).info.status == "FINISHED"
+
+        # Champion on version 1 passes and stays. The gate records version 1 as its holder.
+        client.set_registered_model_alias("colour", "champion", "1")
+        wait_until(
+            lambda: tags("1")["latentgate.run_id"] != first["latentgate.run_id"],
+            TIMEOUT_S,
+            "the champion evaluation of version 1",
+        )
+        assert tags("1")["latentgate.verdict"] == "pass"
+        assert aliases() == {"staging": "1", "champion": "1"}
+
+        # Champion on version 2 fails, so the gate moves champion back to version 1.
+        client.set_registered_model_alias("colour", "champion", "2")
+        wait_until(lambda: aliases().get("champion") == "1", TIMEOUT_S, "the champion roll-back")
+        second = tags("2")
+        assert second["latentgate.verdict"] == "fail"
+        assert second["latentgate.trigger"] == "model_version_alias.created alias=champion"
+        assert "alias 'champion' moved back from version 2 to version 1: verdict fail" in (
+            second["latentgate.alias_rollback"]
+        )
+
+        # The roll-back's own alias event and the gate's tag events queue nothing more.
+        queue = JobQueue(tmp_path / "queue.db")
+        wait_until(lambda: queue.count("queued", "running") == 0, 30, "an idle queue")
+        time.sleep(3)
+        assert [job.version for job in queue.jobs()] == ["2", "1", "1"]
+        assert all(job.state == "done" for job in queue.jobs())
+        with queue.transaction() as tx:
+            outcomes = dict(
+                tx.connection.execute(
+                    "SELECT event || ' ' || outcome, COUNT(*) FROM deliveries GROUP BY 1"
+                ).fetchall()
+            )
+        assert outcomes["model_version_tag.set ignored"] >= 8  # the gate's own tags
+        assert outcomes["model_version_alias.created ignored"] == 1  # the roll-back
+        assert outcomes["model_version_alias.created queued"] == 3
+    finally:
+        logs = stop(gate, gate_log)
+        print(logs)
+    assert gate.returncode == 0, logs
+    assert "alias 'champion' moved back from version 2 to version 1" in gate_log.read_text()
