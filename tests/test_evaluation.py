@@ -180,3 +180,24 @@ def test_mlflow_run_local_env(store, tmp_path):
     assert run.info.status == "FINISHED"
     assert run.data.params["model"] == "colour:1"  # the MLproject parameter, same run
     assert run.data.params["model_uri"] == "models:/colour/1"
+
+
+def test_classifier_loads_from_given_store_only(store, tmp_path, monkeypatch):
+    """The version's files come from `tracking_uri`, whatever MLflow's global registry URI is."""
+    import mlflow
+
+    from harness.classifier import load_classifier, resolve_model
+
+    _, uri = store
+    monkeypatch.chdir(tmp_path)  # MLflow's default store would be ./mlflow.db here
+    mlflow.set_registry_uri(f"sqlite:///{tmp_path / 'other.db'}")
+    try:
+        classifier = load_classifier(
+            resolve_model("colour:1", tracking_uri=uri),
+            fallback_preprocessing={"resolution": 16, "mean": [0.5] * 3, "std": [0.5] * 3},
+            tracking_uri=uri,
+        )
+    finally:
+        mlflow.set_registry_uri(None)
+    assert list(classifier.class_names) == ["red", "green", "blue"]
+    assert not (tmp_path / "mlflow.db").exists()

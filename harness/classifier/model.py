@@ -170,11 +170,14 @@ def load_classifier(
     network's output width differs from the number of class names.
     """
     import mlflow.artifacts
+    from mlflow.tracking import MlflowClient
 
     label = model.uri
-    model_dir = Path(
-        mlflow.artifacts.download_artifacts(artifact_uri=model.uri, tracking_uri=tracking_uri)
-    )
+    # A models:/ URI would be resolved against MLflow's global registry URI, which may name
+    # another store than `tracking_uri`; ask this store for the version's files instead.
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    source = client.get_model_version_download_uri(model.name, str(model.version))
+    model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=tracking_uri))
     metadata = _read_mlmodel(model_dir).metadata or {}
     network = _load_network(model_dir, label, allow_pickle)
 
