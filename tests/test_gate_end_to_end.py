@@ -210,6 +210,8 @@ def test_gate_on_registry_events(tmp_path, mlflow_server):
         # Champion on version 2 fails, so the gate moves champion back to version 1.
         client.set_registered_model_alias("colour", "champion", "2")
         wait_until(lambda: aliases().get("champion") == "1", TIMEOUT_S, "the champion roll-back")
+        # The gate moves the alias first and then tags the reason, so wait for the tag too.
+        wait_until(lambda: "latentgate.alias_rollback" in tags("2"), TIMEOUT_S, "the roll-back tag")
         second = tags("2")
         assert second["latentgate.verdict"] == "fail"
         assert second["latentgate.trigger"] == "model_version_alias.created alias=champion"
