@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from harness.demo.attributes import CLASS_NAMES, LONG_BRAIDS, LONG_STRAIGHT_FRINGE, AvatarAttributes
 from harness.demo.datasets import CLASSIFIER_VARIANTS, balanced_attributes, render_batch
 from harness.demo.networks import HairstyleNet
+from harness.demo.optimization import optimizer_step
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def train_classifier(
     """Train a `HairstyleNet` on renders of the given variant's training distribution.
 
     Each training image is blurred with a Gaussian of a random sigma in [0, max_blur_sigma]
-    pixels, so the classifier also reads the softer images the demo generator draws; it then
+    pixels, so the classifier also reads the softer images the demo generator draws. It then
     depends less on fine hair texture and more on hair shape and colour.
     """
     shortcuts = CLASSIFIER_VARIANTS[variant]
@@ -43,10 +44,7 @@ def train_classifier(
         attributes, labels = balanced_attributes(batch_size, generator, shortcuts)
         images = random_blur(render_batch(attributes), max_blur_sigma, generator)
         loss = F.cross_entropy(network(images), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+        optimizer_step(loss, optimizer, schedule)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     return network.eval()

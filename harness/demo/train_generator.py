@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from harness.demo.attributes import NUM_ATTRIBUTE_DIMS, AvatarAttributes, attributes_from_normal
+from harness.demo.optimization import optimizer_step
 from harness.demo.render import render
 from harness.generator import Architecture, Generator, build_generator, save_rosinality_checkpoint
 
@@ -97,10 +98,7 @@ def train_generator(
         target = render(intended_attributes(z), size=architecture.resolution) * 2 - 1
         output = network(z, noise_mode="none")
         loss = _downsampled_l1(output, target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+        optimizer_step(loss, optimizer, schedule)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if checkpoint_path is not None and (step + 1) % checkpoint_every == 0:
@@ -115,8 +113,11 @@ def train_generator(
 def _optimizer_and_schedule(
     network: Generator, learning_rate: float, mapping_factor: float, steps: int, warmup_fraction: float
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.OneCycleLR]:
-    """Make every parameter but the noise strengths (switched off, set to 0) trainable; return
-    Adam with the mapping network's rate raised by `mapping_factor` and a one-cycle schedule."""
+    """Make every parameter trainable except the noise strengths, which are set to 0 and frozen.
+
+    Returns Adam, with the mapping network's rate raised by `mapping_factor`, and a one-cycle
+    schedule.
+    """
     network.requires_grad_(True)
     for name, parameter in network.named_parameters():
         if name.endswith("noise_strength"):
@@ -207,10 +208,7 @@ def refine_generator(
             + feature_weight * feature_loss
             + attribute_weight * F.mse_loss(readout, expected)
         )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+        optimizer_step(loss, optimizer, schedule)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}", features=f"{feature_loss.item():.3f}")
 

@@ -29,6 +29,7 @@ from harness.demo.attributes import (
 )
 from harness.demo.datasets import balanced_attributes
 from harness.demo.networks import IDENTITY_INPUT_SIZE, IdentityNet
+from harness.demo.optimization import optimizer_step
 from harness.demo.render import render
 from harness.identity.preprocessing import FaceCrop, crop_and_resize
 from harness.suite.regions import DEMO_FACE_CROP
@@ -113,10 +114,7 @@ def train_identity(
         labels = torch.randint(num_identities, (batch_size,), generator=generator)
         images = _render_identities(bank[labels], generator)
         loss = head(network(face_inputs(images)), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+        optimizer_step(loss, optimizer, schedule)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     return network.eval()
