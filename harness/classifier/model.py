@@ -173,8 +173,8 @@ def load_classifier(
     from mlflow.tracking import MlflowClient
 
     label = model.uri
-    # A models:/ URI would be resolved against MLflow's global registry URI, which may name
-    # another store than `tracking_uri`; ask this store for the version's files instead.
+    # MLflow resolves a models:/ URI against its global registry URI, which may name another
+    # store than `tracking_uri`. So the version's download URI comes from this store.
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     source = client.get_model_version_download_uri(model.name, str(model.version))
     model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=tracking_uri))
