@@ -311,8 +311,20 @@ def _add_gate_commands(commands: argparse._SubParsersAction) -> None:
         "run and triggers.",
     )
     jobs.add_argument("--config", required=True, help="gate file (YAML)")
-    jobs.add_argument("--limit", type=int, default=20, help="how many jobs to list (default: 20)")
+    jobs.add_argument(
+        "--limit", type=_positive_int, default=20, help="how many jobs to list (default: 20)"
+    )
     jobs.set_defaults(handler=_run_gate_jobs)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
 
 def _run_gate_serve(args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 
 The main job already tags the version with `latentgate.verdict`, `.run_id`, `.suite` and
 `.failed`. The gate adds `latentgate.trigger` (the events that queued the job) and
-`latentgate.error` (the reason for an `error` verdict, empty otherwise). When a protected
+`latentgate.error` (the reason for an `error` verdict; removed after a pass or fail verdict). When a protected
 alias triggered the job and the verdict is not pass, `latentgate.alias_rollback` records where
 the alias went and why.
 """
@@ -97,13 +97,20 @@ def write_job_tags(
     run_id: str | None = None,
     replace_verdict: bool = False,
 ) -> None:
-    """Tag the version with the trigger and `error` ("" unless the verdict is error).
+    """Tag the version with the trigger and, for an error verdict, the `error` message.
+
+    An empty `error` removes the version's `latentgate.error` tag, so that an error of an
+    earlier evaluation does not stay next to a newer pass or fail verdict.
 
     With `replace_verdict`, for a job whose evaluate() raised, the verdict tags are written as
     well: `error`, the run it started (if any) and the suite name. When evaluate() returned, it
     has written them already.
     """
-    tags = {TAG_TRIGGER: describe_triggers(triggers), TAG_ERROR: error}
+    tags = {TAG_TRIGGER: describe_triggers(triggers)}
+    if error:
+        tags[TAG_ERROR] = error
+    else:
+        _delete_version_tag(tracking_uri, job, TAG_ERROR)
     if replace_verdict:
         tags.update(
             {
@@ -114,6 +121,13 @@ def write_job_tags(
             }
         )
     tag_model_version(tracking_uri, job.model, job.version, tags)
+
+
+def _delete_version_tag(tracking_uri: str, job: Job, key: str) -> None:
+    client = _client(tracking_uri)
+    tags = client.get_model_version(job.model, str(job.version)).tags or {}
+    if key in tags:
+        client.delete_model_version_tag(job.model, str(job.version), key)
 
 
 def mark_interrupted(tracking_uri: str, job: Job) -> None:

@@ -228,3 +228,11 @@ def test_cli_jobs_empty_queue(tmp_path):
     completed = run_gate_cli("jobs", "--config", str(path), cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == f"no jobs in {tmp_path / 'state' / 'queue.db'}"
+
+
+@pytest.mark.parametrize("limit", ["0", "-3", "ten"])
+def test_cli_jobs_limit_must_be_positive(tmp_path, limit):
+    path = write(tmp_path, VALID)
+    completed = run_gate_cli("jobs", "--config", str(path), "--limit", limit, cwd=tmp_path)
+    assert completed.returncode == 2
+    assert f"--limit: expected a whole number of at least 1, got '{limit}'" in completed.stderr

@@ -84,7 +84,7 @@ def test_failing_version_loses_protected_alias(tmp_path, models):
     assert tags["latentgate.verdict"] == "fail"
     assert tags["latentgate.failed"] == "red.target_prob_gain"
     assert tags["latentgate.trigger"] == "model_version_alias.created alias=champion"
-    assert tags["latentgate.error"] == ""
+    assert "latentgate.error" not in tags
     rollback = tags["latentgate.alias_rollback"]
     assert "alias 'champion' moved back from version 2 to version 1: verdict fail" in rollback
     assert tags["latentgate.run_id"] in rollback
@@ -96,6 +96,19 @@ def test_failing_version_loses_protected_alias(tmp_path, models):
     assert outcome.status == "ignored"
     assert "the gate itself moved alias 'champion'" in outcome.reason
     assert queue.count("queued") == 0
+
+
+def test_pass_removes_error_tag_of_earlier_evaluation(tmp_path, models):
+    config, queue, uri = make_gate(tmp_path, [models["good"]])
+    client(uri).set_model_version_tag("colour", "1", "latentgate.error", "suite file not found")
+    client(uri).set_registered_model_alias("colour", "staging", "1")
+    deliver_alias(config, queue, "staging", "1")
+
+    assert GateWorker(config, queue).run_until_idle() == 1
+
+    tags = version_tags(uri, "1")
+    assert tags["latentgate.verdict"] == "pass"
+    assert "latentgate.error" not in tags
 
 
 def test_alias_without_previous_holder_removed(tmp_path, models):
