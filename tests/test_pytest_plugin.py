@@ -218,7 +218,7 @@ def test_invalid_suite_is_collection_error(pytester):
     assert "harness/" not in output
 
 
-def test_bad_model_reference_one_line(pytester, tmp_path):
+def test_bad_model_reference_is_usage_error(pytester, tmp_path):
     write_suite(pytester.path, classes=TOY_CLASSES)
 
     result = pytester.runpytest_inprocess(
@@ -229,13 +229,15 @@ def test_bad_model_reference_one_line(pytester, tmp_path):
         f"sqlite:///{tmp_path / 'empty.db'}",
     )
 
-    result.assert_outcomes(failed=3)
-    block = failure_block(result.stdout.str(), "blue: target_prob_gain > 1:")
-    assert block == [
-        "blue: target_prob_gain > 1: error: invalid model reference 'colour': expected "
-        "NAME:VERSION, NAME@ALIAS, models:/NAME/VERSION or models:/NAME@ALIAS, for example "
-        "hair:2 or hair@champion."
-    ]
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: --latentgate-model / latentgate_model: invalid model reference 'colour': "
+            "expected NAME:VERSION, NAME@ALIAS, models:/NAME/VERSION or models:/NAME@ALIAS, for "
+            "example hair:2 or hair@champion."
+        ]
+    )
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
 
 
 def test_probe_without_model_one_line(pytester):

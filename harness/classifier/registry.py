@@ -98,8 +98,8 @@ def resolve_model(
         names = sorted(model.name for model in client.search_registered_models(max_results=100))
         raise RegistryError(
             f"registered model {reference.name!r} not found in {client.tracking_uri}; "
-            f"registered models: {_listing(names)}. Check MLFLOW_TRACKING_URI and the name, "
-            "or run `latentgate demo setup` to register the demo models."
+            f"registered models: {_listing(names)}. Check the model name and the tracking "
+            "URI in use; `latentgate demo setup` registers the demo's model 'hair' there."
         ) from None
 
     if reference.alias is not None:

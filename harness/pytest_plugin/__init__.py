@@ -94,8 +94,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     cache_dir = _folder_setting(config, "latentgate_cache")
+    default_model = _setting(config, "latentgate_model")
+    if default_model is not None:
+        _check_model_reference(default_model)
     config.stash[_SESSION] = ProbeSession(
-        default_model=_setting(config, "latentgate_model"),
+        default_model=default_model,
         tracking_uri=_setting(config, "latentgate_tracking_uri"),
         device=_setting(config, "latentgate_device") or "cpu",
         artifacts_dir=_folder_setting(config, "latentgate_artifacts"),
@@ -119,6 +122,20 @@ def _setting(config: pytest.Config, name: str) -> str | None:
     if value is None:
         value = config.getini(name)
     return value or None
+
+
+def _check_model_reference(text: str) -> None:
+    """Raise UsageError when `--latentgate-model` is not a model reference at all.
+
+    Only the form is checked here. Whether the model exists is checked when a test first
+    requests it.
+    """
+    from harness.classifier.reference import parse_model_reference
+
+    try:
+        parse_model_reference(text)
+    except LatentGateError as error:
+        raise pytest.UsageError(f"--latentgate-model / latentgate_model: {error}") from None
 
 
 def _folder_setting(config: pytest.Config, name: str) -> Path | None:
