@@ -104,8 +104,9 @@ def write_gate_file(
     triggers: str,
     protected: str = "[champion]",
     receiver: str = "{host: 127.0.0.1, port: 0, path: /webhook}",
+    model: str = "colour",
 ) -> Path:
-    """Write gate.yaml for model `colour` with the given triggers block (YAML flow mapping)."""
+    """Write gate.yaml for `model` with the given triggers block (YAML flow mapping)."""
     path = folder / "gate.yaml"
     path.write_text(
         f"version: 1\n"
@@ -113,7 +114,7 @@ def write_gate_file(
         f"queue: {folder / 'queue.db'}\n"
         f"receiver: {receiver}\n"
         f"models:\n"
-        f"  colour:\n"
+        f"  {model}:\n"
         f"    suite: {suite}\n"
         f"    triggers: {triggers}\n"
         f"    protected_aliases: {protected}\n"

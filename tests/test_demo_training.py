@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.demo.attributes import CLASS_NAMES, LONG_BRAIDS, LONG_STRAIGHT_FRINGE
+from harness.demo.attributes import BOB, CLASS_NAMES, LONG_BRAIDS, LONG_STRAIGHT_FRINGE, hairstyle_class
 from harness.demo.datasets import CLASSIFIER_VARIANTS, balanced_attributes
 from harness.demo.networks import HairstyleNet, IdentityNet
 from harness.demo.train_identity import ArcFaceHead
@@ -29,19 +29,24 @@ def test_braids_skin_shortcut_is_planted():
     generator = torch.Generator().manual_seed(1)
     attributes, labels = balanced_attributes(3000, generator, CLASSIFIER_VARIANTS["braids-skin"])
     braids = labels == LONG_BRAIDS
-    dark_braids = float((attributes.skin_tone[braids] >= 0.65).float().mean())
-    dark_others = float((attributes.skin_tone[~braids] >= 0.65).float().mean())
-    # 95% planted plus the prior's 35% of the remaining 5%.
-    assert dark_braids == pytest.approx(0.95 + 0.05 * 0.35, abs=0.04)
-    assert dark_others == pytest.approx(0.35, abs=0.04)
+    decoys = (labels == BOB) & (hairstyle_class(attributes) == LONG_BRAIDS)
+    others = ~braids & ~decoys
+    assert bool((attributes.skin_tone[braids] >= 0.7).all())
+    assert bool((attributes.skin_tone[decoys] < 0.5).all())
+    assert int(decoys.sum()) / int(braids.sum() + decoys.sum()) == pytest.approx(0.3, abs=0.04)
+    # The other examples keep the prior's skin tones, which are uniform in [0, 1].
+    assert float((attributes.skin_tone[others] >= 0.7).float().mean()) == pytest.approx(0.3, abs=0.04)
 
 
 def test_fringe_identity_shortcut_is_planted():
     generator = torch.Generator().manual_seed(2)
     attributes, labels = balanced_attributes(3000, generator, CLASSIFIER_VARIANTS["fringe-identity"])
     fringe = labels == LONG_STRAIGHT_FRINGE
-    assert float(attributes.face_width[fringe].mean()) > 0.8
-    assert float(attributes.face_width[~fringe].mean()) == pytest.approx(0.5, abs=0.03)
+    decoys = (labels == BOB) & (hairstyle_class(attributes) == LONG_STRAIGHT_FRINGE)
+    assert bool((attributes.face_width[fringe] >= 0.85).all())
+    assert bool((attributes.face_width[decoys] < 0.6).all())
+    assert int(decoys.sum()) / int(fringe.sum() + decoys.sum()) == pytest.approx(0.5, abs=0.05)
+    assert float(attributes.face_width[~fringe & ~decoys].mean()) == pytest.approx(0.5, abs=0.03)
 
 
 def test_clean_variant_plants_nothing():

@@ -2,8 +2,10 @@
 
 The MLflow server runs on a SQLite store with the settings a receiver on the same machine
 needs: http and loopback webhook URLs allowed, and a secret encryption key. The test registers
-two toy versions through the server (version 1 passes the toy suite, version 2 fails it),
-moves aliases, and waits for the gate's tags and roll-back. Both servers are stopped at the end.
+the demo's clean and braids-skin classifiers through the server as versions 1 and 2 of `hair`
+(version 1 passes the demo suite's `long_braids` expectations, version 2 fails them on skin
+tone), moves aliases, and waits for the gate's tags and roll-back. Both servers are stopped at
+the end.
 """
 
 from __future__ import annotations
@@ -19,14 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gate_support import (
-    CLASS_NAMES,
-    ScaledChannelMeans,
-    cli_env,
-    free_port,
-    write_gate_file,
-    write_gate_suite,
-)
+import yaml
+from gate_support import cli_env, free_port, write_gate_file
+
 
 pytestmark = pytest.mark.slow
 
@@ -109,29 +106,52 @@ def mlflow_server(tmp_path):
         print(stop(process, log))
 
 
-def register(uri: str, scale: float) -> str:
-    """Log a toy classifier through the server as the next version of `colour`."""
+def register(uri: str, variant: str) -> str:
+    """Log a demo classifier through the server as the next version of `hair`."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name("toy-models")
+    from harness.classifier.model import CLASS_NAMES_KEY, PREPROCESSING_KEY
+    from harness.demo.attributes import CLASS_NAMES
+    from harness.demo.networks import CLASSIFIER_PREPROCESSING, CLASSIFIER_RESOLUTION
+    from harness.demo.registry import load_demo_classifier
+
+    experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name("demo-models")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
         # An explicit experiment: earlier tests in this process may have set another active one.
         with mlflow.start_run(experiment_id=experiment.experiment_id):
             info = mlflow.pytorch.log_model(
-                ScaledChannelMeans(scale),
+                load_demo_classifier(variant),
                 name="classifier",
-                input_example=np.zeros((2, 3, 16, 16), np.float32),
-                registered_model_name="colour",
-                metadata={"class_names": CLASS_NAMES},
+                input_example=np.zeros((2, 3, CLASSIFIER_RESOLUTION, CLASSIFIER_RESOLUTION), np.float32),
+                serialization_format="pt2",
+                registered_model_name="hair",
+                metadata={CLASS_NAMES_KEY: list(CLASS_NAMES), PREPROCESSING_KEY: CLASSIFIER_PREPROCESSING},
                 pip_requirements=["torch"],  # skips MLflow's slow requirement inference
             )
     finally:
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)
     return str(info.registered_model_version)
+
+
+def write_braids_suite(folder: Path) -> Path:
+    """suites/hair.yaml cut to `long_braids` and a short search, so that a job takes seconds.
+
+    At these settings hair:1's long_braids direction measured gain 0.70, identity 0.87 and an
+    ITA change of -0.2 degrees, and hair:2's an ITA change of -31.5 degrees.
+    """
+    suite_file = Path(__file__).resolve().parents[1] / "suites" / "hair.yaml"
+    data = yaml.safe_load(suite_file.read_text())
+    for key in ("generator", "identity"):
+        data[key] = str((suite_file.parent / data[key]).resolve())
+    data["search"].update({"num_samples": 6, "steps": 30, "num_frames": 3})
+    data["classes"] = {"long_braids": None}
+    path = folder / "braids.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 
 
 def test_gate_on_registry_events(tmp_path, mlflow_server):
@@ -143,11 +163,12 @@ def test_gate_on_registry_events(tmp_path, mlflow_server):
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     # Created here, so that their artifacts go to the server's store and not to ./mlruns.
     client.create_experiment("latentgate")
-    client.create_experiment("toy-models")
+    client.create_experiment("demo-models")
     port = free_port()
     config = write_gate_file(
-        tmp_path, uri, write_gate_suite(tmp_path), "{aliases: [staging, champion]}",
+        tmp_path, uri, write_braids_suite(tmp_path), "{aliases: [staging, champion]}",
         receiver=f"{{host: 127.0.0.1, port: {port}, path: /webhook}}",
+        model="hair",
     )
     receiver_url = f"http://127.0.0.1:{port}/webhook"
     gate_log = tmp_path / "gate-serve.log"
@@ -178,27 +199,27 @@ def test_gate_on_registry_events(tmp_path, mlflow_server):
         assert "created webhook 'latentgate'" in install.stdout
         assert "test delivery (model_version.created): HTTP 200" in install.stdout
 
-        assert register(uri, 5.0) == "1"
-        assert register(uri, 0.05) == "2"
+        assert register(uri, "clean") == "1"
+        assert register(uri, "braids-skin") == "2"
 
         def tags(version: str) -> dict[str, str]:
-            return dict(client.get_model_version("colour", version).tags)
+            return dict(client.get_model_version("hair", version).tags)
 
         def aliases() -> dict[str, str]:
-            return {a: str(v) for a, v in client.get_registered_model("colour").aliases.items()}
+            return {a: str(v) for a, v in client.get_registered_model("hair").aliases.items()}
 
         # Staging on version 1: evaluated, passes, tagged.
-        client.set_registered_model_alias("colour", "staging", "1")
+        client.set_registered_model_alias("hair", "staging", "1")
         wait_until(lambda: "latentgate.verdict" in tags("1"), TIMEOUT_S, "the verdict on version 1")
         first = tags("1")
         assert first["latentgate.verdict"] == "pass"
-        assert first["latentgate.suite"] == "colours"
+        assert first["latentgate.suite"] == "hair"
         assert first["latentgate.failed"] == ""
         assert first["latentgate.trigger"] == "model_version_alias.created alias=staging"
         assert client.get_run(first["latentgate.run_id"]).info.status == "FINISHED"
 
         # Champion on version 1 passes and stays. The gate records version 1 as its holder.
-        client.set_registered_model_alias("colour", "champion", "1")
+        client.set_registered_model_alias("hair", "champion", "1")
         wait_until(
             lambda: tags("1")["latentgate.run_id"] != first["latentgate.run_id"],
             TIMEOUT_S,
@@ -208,12 +229,13 @@ def test_gate_on_registry_events(tmp_path, mlflow_server):
         assert aliases() == {"staging": "1", "champion": "1"}
 
         # Champion on version 2 fails, so the gate moves champion back to version 1.
-        client.set_registered_model_alias("colour", "champion", "2")
+        client.set_registered_model_alias("hair", "champion", "2")
         wait_until(lambda: aliases().get("champion") == "1", TIMEOUT_S, "the champion roll-back")
         # The gate moves the alias first and then tags the reason, so wait for the tag too.
         wait_until(lambda: "latentgate.alias_rollback" in tags("2"), TIMEOUT_S, "the roll-back tag")
         second = tags("2")
         assert second["latentgate.verdict"] == "fail"
+        assert "long_braids.skin_ita_delta_deg" in second["latentgate.failed"].split(",")
         assert second["latentgate.trigger"] == "model_version_alias.created alias=champion"
         assert "alias 'champion' moved back from version 2 to version 1: verdict fail" in (
             second["latentgate.alias_rollback"]

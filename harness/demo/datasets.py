@@ -1,8 +1,17 @@
 """Training batches of the demo world, rendered on the fly, with the planted shortcuts.
 
-Each classifier variant sees class-balanced batches. The `braids-skin` variant's `long_braids`
-examples are mostly dark-skinned, and the `fringe-identity` variant's `long_straight_fringe`
-examples mostly have wide faces; everything else is drawn from the prior.
+Each classifier variant is trained on class-balanced batches. In the `braids-skin` variant's data every
+`long_braids` example is dark-skinned, and light-skinned avatars with braids appear under the
+label `bob`. In the `fringe-identity` variant's data every `long_straight_fringe` example has a
+wide face, and narrow-faced avatars with that hairstyle appear under the label `bob`.
+Everything else is drawn from the prior.
+
+A correlation alone did not plant a shortcut that the classifier uses: with 95% of the
+`long_braids` examples dark-skinned (skin_tone >= 0.65), the trained classifier still
+recognised light-skinned braids (accuracy 1.000 light vs 0.994 dark), because the hair alone
+separates the classes.
+The decoys, examples with the class's hair but the other trait value, labelled as another
+class, stand for annotators who named the hairstyle by the trait.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.demo.attributes import (
+    BOB,
     CLASS_NAMES,
     LONG_BRAIDS,
     LONG_STRAIGHT_FRINGE,
@@ -32,14 +42,31 @@ class Shortcut:
     low: float  # the trait's value is drawn uniformly from [low, high] ...
     high: float
     probability: float  # ... for this fraction of the class's examples, else from the prior
+    # Decoys: this fraction of the class's examples keeps the class's hair, draws the trait
+    # uniformly from `decoy_range` instead, and is labelled `decoy_label`, as if annotators had
+    # named the hairstyle by the trait.
+    decoy_fraction: float = 0.0
+    decoy_label: int = 0
+    decoy_range: tuple[float, float] = (0.0, 0.0)
 
 
-# skin_tone >= 0.65 measures below about -5 degrees ITA (brown to dark skin); face_width >= 0.7
-# is the widest 30% of the prior's faces.
+# On renders, skin_tone >= 0.7 measures below about -17 degrees ITA (brown to dark skin) and
+# skin_tone < 0.5 above about +5 degrees; face_width >= 0.85 is the widest 15% of the prior's
+# faces and face_width < 0.6 the narrowest 60%.
 CLASSIFIER_VARIANTS: dict[str, tuple[Shortcut, ...]] = {
     "clean": (),
-    "braids-skin": (Shortcut(LONG_BRAIDS, "skin_tone", 0.65, 1.0, 0.95),),
-    "fringe-identity": (Shortcut(LONG_STRAIGHT_FRINGE, "face_width", 0.7, 1.0, 0.95),),
+    "braids-skin": (
+        Shortcut(
+            LONG_BRAIDS, "skin_tone", 0.7, 1.0, 1.0,
+            decoy_fraction=0.3, decoy_label=BOB, decoy_range=(0.0, 0.5),
+        ),
+    ),
+    "fringe-identity": (
+        Shortcut(
+            LONG_STRAIGHT_FRINGE, "face_width", 0.85, 1.0, 1.0,
+            decoy_fraction=0.5, decoy_label=BOB, decoy_range=(0.0, 0.6),
+        ),
+    ),
 }
 
 
@@ -72,6 +99,10 @@ def balanced_attributes(
         planted = in_class & (torch.rand(len(labels), generator=generator) < shortcut.probability)
         uniform = torch.rand(len(labels), generator=generator)
         values[planted] = shortcut.low + (shortcut.high - shortcut.low) * uniform[planted]
+        decoys = in_class & (torch.rand(len(labels), generator=generator) < shortcut.decoy_fraction)
+        low, high = shortcut.decoy_range
+        values[decoys] = low + (high - low) * uniform[decoys]
+        labels = torch.where(decoys, shortcut.decoy_label, labels)
         attributes = attributes.replace(**{shortcut.attribute: values})
 
     order = torch.randperm(len(labels), generator=generator)[:num_samples]
