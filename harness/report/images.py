@@ -61,8 +61,21 @@ def contact_sheet(frames: torch.Tensor, upscale: int = 2) -> np.ndarray:
 
 
 def write_gif(path: Path, gif_frames: np.ndarray, frame_ms: int = FRAME_MS) -> None:
-    """Write an animated GIF that loops forever, each frame shown `frame_ms` milliseconds."""
-    iio.imwrite(path, gif_frames, extension=".gif", duration=frame_ms, loop=0)
+    """Write an animated GIF that loops forever, each frame shown `frame_ms` milliseconds.
+
+    Each frame `[H, W, 3]` uint8 gets its own 256-colour palette from Pillow's fast octree
+    quantizer. Pillow's default for RGB frames, median cut, took about 7 of the 76 seconds of
+    the demo suite.
+    """
+    from PIL import Image
+
+    images = [
+        Image.fromarray(frame).quantize(colors=256, method=Image.Quantize.FASTOCTREE)
+        for frame in gif_frames
+    ]
+    images[0].save(
+        path, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0
+    )
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
