@@ -149,6 +149,39 @@ def _find_webhook(client, name: str):
             return None
 
 
+def _test_delivery(client, name: str, url: str, events: list[str], secret: str):
+    """Send MLflow's test delivery through a temporary webhook `name` and delete it again."""
+    stale = _find_webhook(client, name)
+    if stale is not None:  # left by an install that was killed
+        client.delete_webhook(stale.webhook_id)
+    webhook = client.create_webhook(
+        name=name,
+        url=url,
+        events=events,
+        description="LatentGate: temporary webhook of `latentgate gate install`",
+        secret=secret,
+    )
+    try:
+        return client.test_webhook(webhook.webhook_id)
+    finally:
+        client.delete_webhook(webhook.webhook_id)
+
+
+def _delivery_fix(status: int | None, detail: str, url: str, secret_env: str) -> str:
+    if status == 401:
+        return (
+            f"the receiver rejected the signature: give `latentgate gate serve` the same "
+            f"secret as this command ({secret_env}). If they match, the MLflow server lost "
+            "the secret; set MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY for it. " + SERVER_SETTINGS
+        )
+    if status == 404:
+        return (
+            f"the receiver does not serve the path of {url}; use the receiver's host, port "
+            "and path from the gate file (receiver: host, port, path)."
+        )
+    return explain_webhook_error(detail, url)
+
+
 def install_webhook(
     tracking_uri: str,
     url: str,
@@ -156,10 +189,12 @@ def install_webhook(
     name: str = DEFAULT_WEBHOOK_NAME,
     secret_env: str = DEFAULT_SECRET_ENV,
 ) -> InstallResult:
-    """Create (or update, if `name` exists) the gate's webhook, then send its test delivery.
+    """Check the URL and secret with a test delivery, then create or update the gate's webhook.
 
-    Raises RegistryError with the server settings to change when MLflow rejects the webhook or
-    the test delivery fails.
+    The test delivery goes through a temporary webhook (`NAME-check`), deleted afterwards, so
+    that a wrong URL or secret neither leaves an active webhook behind nor overwrites a
+    working one. Raises RegistryError with the server settings to change when MLflow rejects
+    the webhook or the test delivery fails.
     """
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -172,6 +207,14 @@ def install_webhook(
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     try:
+        result = _test_delivery(client, f"{name}-check", url, events, secret)
+        if not result.success:
+            detail = result.error_message or f"HTTP {result.response_status}: {result.response_body}"
+            raise RegistryError(
+                f"the test delivery to {url} failed: {detail}. Fix: "
+                f"{_delivery_fix(result.response_status, detail, url, secret_env)} Webhook "
+                f"{name!r} was not changed; run this command again when the receiver answers."
+            )
         existing = _find_webhook(client, name)
         if existing is None:
             webhook = client.create_webhook(
@@ -192,22 +235,6 @@ def install_webhook(
         ) from None
     log.info("%s webhook %r (%s)", "created" if existing is None else "updated", name,
              webhook.webhook_id)
-
-    result = client.test_webhook(webhook.webhook_id)
-    if not result.success:
-        detail = result.error_message or f"HTTP {result.response_status}: {result.response_body}"
-        if result.response_status == 401:
-            fix = (
-                f"the receiver rejected the signature: give `latentgate gate serve` the same "
-                f"secret as this command ({secret_env}). If they match, the MLflow server lost "
-                "the secret; set MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY for it. " + SERVER_SETTINGS
-            )
-        else:
-            fix = explain_webhook_error(detail, url)
-        raise RegistryError(
-            f"webhook {name!r} ({webhook.webhook_id}) is saved, but its test delivery to {url} "
-            f"failed: {detail}. Fix: {fix} Then run this command again; it updates the webhook."
-        )
     return InstallResult(
         webhook_id=webhook.webhook_id,
         name=name,

@@ -28,6 +28,13 @@ def observe_registry_aliases(config: GateConfig, queue: JobQueue) -> None:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    if not _server_reachable(config.tracking_uri):
+        log.warning(
+            "the MLflow server at %s is not reachable; the gate starts anyway, and roll-backs "
+            "use the aliases that events report. Start the server or fix tracking_uri.",
+            config.tracking_uri,
+        )
+        return
     client = MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.tracking_uri)
     for name in config.models:
         try:
@@ -51,6 +58,27 @@ def observe_registry_aliases(config: GateConfig, queue: JobQueue) -> None:
         if aliases:
             listing = ", ".join(f"{alias} -> {version}" for alias, version in sorted(aliases.items()))
             log.info("model %r aliases: %s", name, listing)
+
+
+def _server_reachable(tracking_uri: str, timeout_s: float = 5.0) -> bool:
+    """Return False when an http(s) tracking URI's /health endpoint cannot be connected to.
+
+    Checked once, so that a server that is down costs one line in the log rather than the
+    MLflow client's minutes of retries. Any HTTP response, an error status included, counts as
+    reachable, and other stores are not checked.
+    """
+    import urllib.error
+    import urllib.request
+
+    if not tracking_uri.startswith(("http://", "https://")):
+        return True
+    try:
+        with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout_s):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
 
 
 def _check_environment(config: GateConfig) -> None:

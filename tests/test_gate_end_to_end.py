@@ -186,18 +186,36 @@ def test_gate_on_registry_events(tmp_path, mlflow_server):
         )
         assert gate.poll() is None
 
-        install = subprocess.run(
-            [sys.executable, "-m", "harness.cli", "gate", "install",
-             "--tracking-uri", uri, "--url", receiver_url],
-            cwd=tmp_path,
-            env=cli_env(),
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_S,
-        )
-        assert install.returncode == 0, install.stderr[-3000:]
-        assert "created webhook 'latentgate'" in install.stdout
-        assert "test delivery (model_version.created): HTTP 200" in install.stdout
+        def install(url: str, **env: str) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                [sys.executable, "-m", "harness.cli", "gate", "install",
+                 "--tracking-uri", uri, "--url", url],
+                cwd=tmp_path,
+                env=cli_env(**env),
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT_S,
+            )
+
+        # A wrong path fails the test delivery and leaves no webhook behind.
+        wrong_path = install(f"http://127.0.0.1:{port}/wrong")
+        assert wrong_path.returncode == 2, wrong_path.stderr[-3000:]
+        assert "the receiver does not serve the path" in wrong_path.stderr
+        assert "Traceback" not in wrong_path.stderr
+        assert list(client.list_webhooks()) == []
+
+        installed = install(receiver_url)
+        assert installed.returncode == 0, installed.stderr[-3000:]
+        assert "created webhook 'latentgate'" in installed.stdout
+        assert "test delivery (model_version.created): HTTP 200" in installed.stdout
+
+        # A wrong secret fails too, and the working webhook keeps its secret: the events
+        # below still reach the receiver.
+        wrong_secret = install(receiver_url, LATENTGATE_WEBHOOK_SECRET="not-the-receivers-secret")
+        assert wrong_secret.returncode == 2, wrong_secret.stderr[-3000:]
+        assert "the receiver rejected the signature" in wrong_secret.stderr
+        assert "Webhook 'latentgate' was not changed" in wrong_secret.stderr
+        assert [webhook.name for webhook in client.list_webhooks()] == ["latentgate"]
 
         assert register(uri, "clean") == "1"
         assert register(uri, "braids-skin") == "2"

@@ -111,6 +111,23 @@ def test_pass_removes_error_tag_of_earlier_evaluation(tmp_path, models):
     assert "latentgate.error" not in tags
 
 
+def test_unreachable_server_logged_once(tmp_path, caplog):
+    port = free_port()  # nothing listens there
+    uri = f"http://127.0.0.1:{port}"
+    config = load_gate_config(write_gate_file(tmp_path, uri, write_gate_suite(tmp_path), TRIGGERS))
+    queue = JobQueue(config.queue_path)
+
+    with caplog.at_level("WARNING", logger="registry_hooks.service"):
+        observe_registry_aliases(config, queue)
+
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages == [
+        f"the MLflow server at {uri} is not reachable; the gate starts anyway, and roll-backs "
+        "use the aliases that events report. Start the server or fix tracking_uri."
+    ]
+    assert queue.alias_holder("colour", "champion") is None
+
+
 def test_alias_without_previous_holder_removed(tmp_path, models):
     config, queue, uri = make_gate(tmp_path, [models["bad"]])
     observe_registry_aliases(config, queue)
