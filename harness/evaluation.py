@@ -4,8 +4,8 @@
     -> sample base latents -> search one direction per class -> walk and measure
     -> gate -> artifacts, MLflow run, verdict tags on the model version
 
-Inputs are validated before the MLflow run starts, so a bad suite or an unknown model leaves no
-run behind. Once the run has started, any error ends it FAILED and tags the model version
+Inputs are validated before the MLflow run starts, so a bad suite, an unknown model or class,
+or a missing weights file leaves no run behind and the version's tags as they were. Once the run has started, any error ends it FAILED and tags the model version
 `error`, never `pass`. The verdict is tagged onto the version only after the run has ended, so a
 version's verdict always names an ended run, even when the process dies in between. Artifacts are
 written to a temporary folder and logged only when all of them exist, so no half-written set
@@ -87,10 +87,13 @@ def evaluate(
     suite = load_suite(suite_path)
     uri = _tracking_uri(tracking_uri)
     model = resolve_model(model_reference, tracking_uri=uri)
+    # Loading checks the classes, the generator and the identity model, so a typo in the
+    # suite raises here and leaves the version's verdict from an earlier run as it was.
+    loaded = load_models(model, suite, uri, device)
 
     run = EvaluationRun(uri, run_name=evaluation_run_name(model.name, model.version, suite.name))
     try:
-        result = _evaluate_in_run(run, model, suite, uri, device, progress)
+        result = _evaluate_in_run(run, loaded, uri, progress)
     except BaseException as error:
         message = str(error) if isinstance(error, LatentGateError) else repr(error)
         log.error("evaluation of %s failed: %s", model.uri, message)
@@ -229,9 +232,9 @@ def measure_classes(
 
 
 def _evaluate_in_run(
-    run: EvaluationRun, model: ResolvedModel, suite: Suite, uri: str, device: str, progress: bool
+    run: EvaluationRun, loaded: LoadedModels, uri: str, progress: bool
 ) -> EvaluationResult:
-    loaded = load_models(model, suite, uri, device)
+    model, suite = loaded.model, loaded.suite
     generator, identity = loaded.generator, loaded.identity
     run.log_params(
         {

@@ -95,7 +95,8 @@ def test_invalid_suite_exits_2_with_all_errors(tmp_path: Path) -> None:
     assert result.stderr.splitlines() == [
         f"latentgate: error: invalid suite file {path} (2 errors):",
         f"  {path}:3: generator: generator file not found: {tmp_path.resolve() / 'missing.pt'} "
-        "(resolved from 'missing.pt' against the suite file's folder)",
+        "(resolved from 'missing.pt' against the suite file's folder); fix the path or put the "
+        "file there",
         f"  {path}:9: search.steps: expected an integer, got the string 'twenty'",
     ]
 

@@ -556,7 +556,7 @@ def test_missing_generator_file(tmp_path: Path) -> None:
         2,
         "generator",
         f"generator file not found: {missing} (resolved from '../nope/g.pt' against the suite "
-        "file's folder)",
+        "file's folder); fix the path or put the file there",
     )
 
 

@@ -158,7 +158,7 @@ def _search_chunk(
             if active[c]:
                 results[c].loss_history.append(float(per_class[c].detach()))
         if progress:
-            steps.set_postfix(loss=f"{float(total) / max(int(active.sum()), 1):.3f}")
+            steps.set_postfix(loss=f"{float(total.detach()) / max(int(active.sum()), 1):.3f}")
 
     final = (directions.detach() * mask).cpu()
     for c, result in enumerate(results):
