@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/suite.py [--model hair:1] [--suite suites/hair.yaml] [--threads 2]
 
 Seeds the demo registry in a fresh SQLite store in a temporary folder (`latentgate demo setup`,
-from the committed weights), then runs the main job (`harness.evaluation.evaluate`, the same
-function as `latentgate run`) once, with every class of the suite at the suite's own settings.
+from the committed weights). Then runs the main job once (`harness.evaluation.evaluate`, the
+same function as `latentgate run`), with every class of the suite at the suite's own settings.
 
 Printed figures:
 - wall time of the whole evaluation: loading, search, walks, measurements, artifacts and the

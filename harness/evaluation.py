@@ -5,8 +5,9 @@
     -> gate -> artifacts, MLflow run, verdict tags on the model version
 
 Inputs are validated before the MLflow run starts, so a bad suite, an unknown model or class,
-or a missing weights file leaves no run behind and the version's tags as they were. Once the run has started, any error ends it FAILED and tags the model version
-`error`, never `pass`. The verdict is tagged onto the version only after the run has ended, so a
+or a missing weights file leaves no run behind and the version's tags as they were. Once the
+run has started, any error ends it FAILED and tags the model version `error`, never `pass`.
+The verdict is tagged onto the version only after the run has ended, so a
 version's verdict always names an ended run, even when the process dies in between. Artifacts are
 written to a temporary folder and logged only when all of them exist, so no half-written set
 reaches the run.

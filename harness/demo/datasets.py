@@ -1,8 +1,8 @@
 """Training batches of the demo world, rendered on the fly, with the planted shortcuts.
 
-Each classifier variant is trained on class-balanced batches. In the `braids-skin` variant's data every
-`long_braids` example is dark-skinned, and light-skinned avatars with braids appear under the
-label `bob`. In the `fringe-identity` variant's data every `long_straight_fringe` example has a
+Each classifier variant is trained on class-balanced batches. In the `braids-skin` variant's
+data every `long_braids` example is dark-skinned, and light-skinned avatars with braids appear
+under the label `bob`. In the `fringe-identity` variant's data every `long_straight_fringe` example has a
 wide face, and narrow-faced avatars with that hairstyle appear under the label `bob`.
 Everything else is drawn from the prior.
 

@@ -404,9 +404,8 @@ def _path_problems(data: dict[str, Any], suite_dir: Path) -> list[_Problem]:
             note = "" if Path(value).is_absolute() else (
                 f" (resolved from {value!r} against the suite file's folder)"
             )
-            problems.append(
-                _Problem((key,), f"{label} not found: {path}{note}; fix the path or put the file there")
-            )
+            message = f"{label} not found: {path}{note}; fix the path or put the file there"
+            problems.append(_Problem((key,), message))
         elif key == "generator" and not path.is_file():
             problems.append(_Problem((key,), f"{path} is a folder; expected a checkpoint file"))
         elif key == "identity" and path.is_file() and path.suffix.lower() != ".onnx":
