@@ -304,6 +304,21 @@ def _add_gate_commands(commands: argparse._SubParsersAction) -> None:
     )
     install.set_defaults(handler=_run_gate_install)
 
+    uninstall = actions.add_parser(
+        "uninstall",
+        help="delete the gate's webhook from an MLflow server",
+        description="Delete the webhook that `gate install` created, so that the MLflow server "
+        "stops sending deliveries to the receiver. Nothing else changes: the verdict tags on "
+        "model versions and the gate's queue stay.",
+    )
+    uninstall.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="URL of the MLflow tracking server (default: MLFLOW_TRACKING_URI)",
+    )
+    uninstall.add_argument("--name", default="latentgate", help="webhook name (default: latentgate)")
+    uninstall.set_defaults(handler=_run_gate_uninstall)
+
     jobs = actions.add_parser(
         "jobs",
         help="list the gate's recent jobs",
@@ -359,6 +374,20 @@ def _run_gate_install(args: argparse.Namespace) -> int:
     print(f"{action} webhook {result.name!r} ({result.webhook_id}) -> {result.url}")
     print(f"events: {', '.join(result.events)}")
     print(f"test delivery ({result.test_event}): HTTP {result.test_status} {result.test_body or ''}")
+    return 0
+
+
+def _run_gate_uninstall(args: argparse.Namespace) -> int:
+    import mlflow
+
+    from registry_hooks.install import uninstall_webhook
+
+    tracking_uri = args.tracking_uri or mlflow.get_tracking_uri()
+    webhook_id = uninstall_webhook(tracking_uri, name=args.name)
+    if webhook_id is None:
+        print(f"no webhook named {args.name!r} on {tracking_uri}; nothing to delete")
+    else:
+        print(f"deleted webhook {args.name!r} ({webhook_id}) from {tracking_uri}")
     return 0
 
 

@@ -245,3 +245,30 @@ def install_webhook(
         test_status=result.response_status,
         test_body=result.response_body,
     )
+
+
+def uninstall_webhook(tracking_uri: str, name: str = DEFAULT_WEBHOOK_NAME) -> str | None:
+    """Delete the gate's webhook `name` and return its id, or None when there is none.
+
+    Also deletes a temporary `NAME-check` webhook left by an install that was killed.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    check_webhook_store(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        leftover = _find_webhook(client, f"{name}-check")
+        if leftover is not None:
+            client.delete_webhook(leftover.webhook_id)
+        webhook = _find_webhook(client, name)
+        if webhook is None:
+            return None
+        client.delete_webhook(webhook.webhook_id)
+    except MlflowException as error:
+        raise RegistryError(
+            f"MLflow at {tracking_uri} did not delete webhook {name!r}: {error.message}. "
+            "Check the MLflow server's log."
+        ) from None
+    log.info("deleted webhook %r (%s)", name, webhook.webhook_id)
+    return webhook.webhook_id

@@ -274,6 +274,16 @@ def test_gate_on_registry_events(tmp_path, mlflow_server):
         assert outcomes["model_version_tag.set ignored"] >= 8  # the gate's own tags
         assert outcomes["model_version_alias.created ignored"] == 1  # the roll-back
         assert outcomes["model_version_alias.created queued"] == 3
+
+        # Uninstall deletes the webhook; a second uninstall finds nothing to delete.
+        for expected in ("deleted webhook 'latentgate'", "no webhook named 'latentgate'"):
+            uninstalled = subprocess.run(
+                [sys.executable, "-m", "harness.cli", "gate", "uninstall", "--tracking-uri", uri],
+                cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=TIMEOUT_S,
+            )
+            assert uninstalled.returncode == 0, uninstalled.stderr[-3000:]
+            assert expected in uninstalled.stdout
+            assert list(client.list_webhooks()) == []
     finally:
         logs = stop(gate, gate_log)
         print(logs)

@@ -1,6 +1,7 @@
 """`latentgate gate install` input checks and its advice about MLflow server settings.
 
-The install itself, against a running MLflow server, is in test_gate_end_to_end.py.
+The install and uninstall themselves, against a running MLflow server, are in
+test_gate_end_to_end.py.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from registry_hooks.install import check_webhook_store, explain_webhook_error, i
 RECEIVER = "http://127.0.0.1:8765/webhook"
 
 
-def test_cli_rejects_file_store(tmp_path):
+@pytest.mark.parametrize("action", [["install", "--url", RECEIVER], ["uninstall"]])
+def test_cli_rejects_file_store(tmp_path, action):
     completed = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "gate", "install",
-         "--tracking-uri", str(tmp_path / "mlruns"), "--url", RECEIVER],
+        [sys.executable, "-m", "harness.cli", "gate", action[0],
+         "--tracking-uri", str(tmp_path / "mlruns"), *action[1:]],
         cwd=tmp_path,
         env=cli_env(),
         capture_output=True,
