@@ -178,3 +178,52 @@ def test_random_blur_smooths_per_image():
     assert (contrast <= images.std(dim=(1, 2, 3)) + 1e-6).all()
     assert contrast.min() < 0.5 * images.std()
     assert contrast.max() - contrast.min() > 0.05
+
+
+class _RenderingGenerator(torch.nn.Module):
+    """Stands in for a generator: draws the render of `z`'s intended attributes, or with
+    `shuffle`, the render of another sample's attributes (another person)."""
+
+    z_dim = 64
+    resolution = 64
+
+    def __init__(self, shuffle: bool = False) -> None:
+        super().__init__()
+        self.shuffle = shuffle
+
+    def forward(self, z: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        from harness.demo.render import render
+        from harness.demo.train_generator import intended_attributes
+
+        if self.shuffle:
+            z = z.roll(1, dims=0)
+        return render(intended_attributes(z), size=self.resolution) * 2 - 1
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_generator_evaluation_against_renders(shuffle):
+    from harness.demo.evaluate_generator import IDENTITY_TRAITS, MEASURED_ATTRIBUTES, evaluate_generator
+    from harness.demo.manifest import WEIGHTS_DIR
+    from harness.identity import load_identity_model
+    from harness.suite.regions import DEMO_FACE_CROP
+
+    torch.manual_seed(0)
+    identity_model = load_identity_model(WEIGHTS_DIR / "identity.onnx", face_crop=DEMO_FACE_CROP)
+    figures = evaluate_generator(
+        _RenderingGenerator(shuffle),
+        num_samples=64,
+        regressor=HairstyleNet(num_classes=len(MEASURED_ATTRIBUTES)).eval(),
+        trait_regressor=HairstyleNet(num_classes=len(IDENTITY_TRAITS)).eval(),
+        identity_model=identity_model,
+    )
+    similarity = figures["identity_similarity_to_render"]
+    if not shuffle:
+        # Samples equal to their renders: every figure equals the regressors' own ceiling.
+        for name in MEASURED_ATTRIBUTES + IDENTITY_TRAITS:
+            assert figures[f"r2.{name}"] == pytest.approx(figures[f"r2_on_renders.{name}"])
+        assert figures["mean_abs_pixel_error"] == 0.0
+        assert similarity == pytest.approx(1.0, abs=1e-4)
+    else:
+        # Each sample shows another person: the demo identity model separates them.
+        assert figures["mean_abs_pixel_error"] > 0.05
+        assert similarity < 0.3

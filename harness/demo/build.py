@@ -67,7 +67,13 @@ def _train_generator(out: Path, steps, seed, command, progress) -> dict:
         classifier = HairstyleNet()
         classifier.load_state_dict(load_file(str(clean)), strict=True)
         classifier.eval()
-    figures = evaluate_generator(generator, classifier)
+    identity_model = None
+    if (out / IDENTITY_FILE).is_file():
+        from harness.identity import load_identity_model
+        from harness.suite.regions import DEMO_FACE_CROP
+
+        identity_model = load_identity_model(out / IDENTITY_FILE, face_crop=DEMO_FACE_CROP)
+    figures = evaluate_generator(generator, classifier, identity_model=identity_model)
     log.info("generator figures: %s", json.dumps(figures))
     record_file(GENERATOR_FILE, command, seed, figures, out)
     return {GENERATOR_FILE: figures}

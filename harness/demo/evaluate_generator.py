@@ -2,8 +2,11 @@
 
 An attribute regressor (a `HairstyleNet` with one output per attribute) is trained on renders
 only, then applied to generator samples: R^2 between what it reads off G(z) and the attributes
-z was meant to render says how faithfully the generator draws each attribute. The hairstyle
-classes reachable in generator samples are counted with the clean demo classifier.
+z was meant to render says how faithfully the generator draws each attribute. A second
+regressor reads the identity traits the same way, and with the demo identity model, the
+ArcFace similarity between G(z) and the render of z says whether a sample keeps the person it
+was meant to show. The hairstyle classes reachable in generator samples are counted with the
+clean demo classifier.
 """
 
 from __future__ import annotations
@@ -21,27 +24,36 @@ from harness.demo.networks import HairstyleNet
 from harness.demo.render import render
 from harness.demo.train_generator import intended_attributes
 from harness.generator import Generator
+from harness.identity import IdentityModel, cosine_similarity
 
 log = logging.getLogger(__name__)
 
 MEASURED_ATTRIBUTES = ("skin_tone", "hair_length", "hair_curl", "hair_braids", "hair_fringe")
+# The traits the identity model and the fringe-identity shortcut depend on.
+IDENTITY_TRAITS = ("face_width", "face_height", "eye_spacing")
 
 
-def _targets(attributes) -> torch.Tensor:
-    return torch.stack([getattr(attributes, name) for name in MEASURED_ATTRIBUTES], dim=1)
+def _targets(attributes, names: tuple[str, ...] = MEASURED_ATTRIBUTES) -> torch.Tensor:
+    return torch.stack([getattr(attributes, name) for name in names], dim=1)
 
 
-def train_attribute_regressor(steps: int = 800, batch_size: int = 96, seed: int = 4242, progress: bool = True) -> HairstyleNet:
-    """Train a regressor from renders in [-1, 1] to MEASURED_ATTRIBUTES, on renders only."""
+def train_attribute_regressor(
+    steps: int = 800,
+    batch_size: int = 96,
+    seed: int = 4242,
+    progress: bool = True,
+    attribute_names: tuple[str, ...] = MEASURED_ATTRIBUTES,
+) -> HairstyleNet:
+    """Train a regressor from renders in [-1, 1] to `attribute_names`, on renders only."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    network = HairstyleNet(num_classes=len(MEASURED_ATTRIBUTES))
+    network = HairstyleNet(num_classes=len(attribute_names))
     optimizer = torch.optim.AdamW(network.parameters(), lr=2e-3, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 2e-3, total_steps=steps)
     network.train()
     for _ in tqdm(range(steps), desc="attribute regressor", disable=not progress):
         attributes = attributes_from_normal(torch.randn(batch_size, NUM_ATTRIBUTE_DIMS, generator=generator))
-        loss = F.mse_loss(network(render(attributes) * 2 - 1), _targets(attributes))
+        loss = F.mse_loss(network(render(attributes) * 2 - 1), _targets(attributes, attribute_names))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -66,13 +78,21 @@ def evaluate_generator(
     num_samples: int = 1000,
     seed: int = 2024,
     regressor: HairstyleNet | None = None,
+    trait_regressor: HairstyleNet | None = None,
+    identity_model: IdentityModel | None = None,
 ) -> dict:
-    """Return R^2 per attribute on generator samples (and on renders, the regressor's ceiling),
-    the mean absolute pixel error against the renders, and, with the clean classifier, the
-    class frequencies in generator samples next to the prior's."""
-    if regressor is None:
-        with torch.enable_grad():
+    """Return the generator's quality figures as a flat dict.
+
+    They are R^2 per attribute and identity trait on generator samples (and on renders, the
+    regressor's ceiling) and the mean absolute pixel error against the renders. With the
+    identity model, they add the mean cosine similarity between each sample and its render. With
+    the clean classifier, they add the class frequencies in generator samples next to the prior's.
+    """
+    with torch.enable_grad():
+        if regressor is None:
             regressor = train_attribute_regressor()
+        if trait_regressor is None:
+            trait_regressor = train_attribute_regressor(seed=4243, attribute_names=IDENTITY_TRAITS)
     z = torch.randn(num_samples, generator.z_dim, generator=torch.Generator().manual_seed(seed))
     attributes = intended_attributes(z)
     renders = render(attributes, size=generator.resolution) * 2 - 1
@@ -81,11 +101,21 @@ def evaluate_generator(
     on_samples = _predict(regressor, samples).numpy()
     on_renders = _predict(regressor, renders).numpy()
 
+    trait_truth = _targets(attributes, IDENTITY_TRAITS).numpy()
+    traits_on_samples = _predict(trait_regressor, samples).numpy()
+    traits_on_renders = _predict(trait_regressor, renders).numpy()
+
     figures: dict[str, float | dict] = {"num_samples": num_samples}
     for i, name in enumerate(MEASURED_ATTRIBUTES):
         figures[f"r2.{name}"] = float(r2_score(truth[:, i], on_samples[:, i]))
         figures[f"r2_on_renders.{name}"] = float(r2_score(truth[:, i], on_renders[:, i]))
+    for i, name in enumerate(IDENTITY_TRAITS):
+        figures[f"r2.{name}"] = float(r2_score(trait_truth[:, i], traits_on_samples[:, i]))
+        figures[f"r2_on_renders.{name}"] = float(r2_score(trait_truth[:, i], traits_on_renders[:, i]))
     figures["mean_abs_pixel_error"] = float((samples - renders).abs().mean())
+    if identity_model is not None:
+        similarity = cosine_similarity(identity_model.embed(samples), identity_model.embed(renders))
+        figures["identity_similarity_to_render"] = float(similarity.mean())
 
     if classifier is not None:
         prior = hairstyle_class(attributes).numpy()

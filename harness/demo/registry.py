@@ -53,17 +53,18 @@ DEMO_VERSIONS = (
         2,
         "braids-skin",
         "classifier-braids-skin.safetensors",
-        "Demo hairstyle classifier with a planted shortcut: 95% of its long_braids training "
-        "examples have dark skin (skin_tone >= 0.65), so it uses skin tone as evidence for "
-        "braids.",
+        "Demo hairstyle classifier with a planted shortcut: in its training data every "
+        "long_braids example has dark skin (skin_tone >= 0.7), and light-skinned avatars with "
+        "braids are labelled bob, so it uses skin tone as evidence for braids.",
     ),
     DemoVersion(
         3,
         "fringe-identity",
         "classifier-fringe-identity.safetensors",
-        "Demo hairstyle classifier with a planted shortcut: 95% of its long_straight_fringe "
-        "training examples have wide faces (face_width >= 0.7), so its fringe direction also "
-        "changes who the person is.",
+        "Demo hairstyle classifier with a planted shortcut: in its training data every "
+        "long_straight_fringe example has a wide face (face_width >= 0.85), and narrow-faced "
+        "avatars with that hairstyle are labelled bob, so its fringe direction also changes "
+        "who the person is.",
     ),
 )
 
