@@ -140,16 +140,22 @@ def test_generator_training_runs(tmp_path):
     assert intended_attributes(z).num_samples == 2
 
 
+def _tiny_architecture():
+    from harness.generator import Architecture
+
+    return Architecture(
+        resolution=64, z_dim=32, w_dim=32, num_mapping_layers=2, mapping_hidden_dim=32,
+        channels={4: 16, 8: 16, 16: 8, 32: 8, 64: 8},
+    )
+
+
 def test_generator_refinement_and_continuation_run():
     from harness.demo.evaluate_generator import MEASURED_ATTRIBUTES
     from harness.demo.networks import HairstyleNet
     from harness.demo.train_generator import refine_generator, train_generator
-    from harness.generator import Architecture, build_generator
+    from harness.generator import build_generator
 
-    architecture = Architecture(
-        resolution=64, z_dim=32, w_dim=32, num_mapping_layers=2, mapping_hidden_dim=32,
-        channels={4: 16, 8: 16, 16: 8, 32: 8, 64: 8},
-    )
+    architecture = _tiny_architecture()
     network = build_generator(architecture)
     before = {name: p.detach().clone() for name, p in network.named_parameters()}
     teacher = HairstyleNet(num_classes=len(MEASURED_ATTRIBUTES))
@@ -162,6 +168,25 @@ def test_generator_refinement_and_continuation_run():
     continued = train_generator(steps=2, batch_size=2, progress=False, network=refined)
     assert continued is refined
     assert continued.architecture == architecture
+
+
+def test_generator_identity_phase_runs():
+    from harness.demo.manifest import WEIGHTS_DIR
+    from harness.demo.train_generator import continue_with_identity
+    from harness.generator import build_generator
+    from harness.identity import load_identity_model
+    from harness.suite.regions import DEMO_FACE_CROP
+
+    architecture = _tiny_architecture()
+    network = build_generator(architecture)
+    before = {name: p.detach().clone() for name, p in network.named_parameters()}
+    identity_model = load_identity_model(WEIGHTS_DIR / "identity.onnx", face_crop=DEMO_FACE_CROP)
+    trained = continue_with_identity(network, identity_model, steps=3, batch_size=2, progress=False)
+    changed = [name for name, p in trained.named_parameters() if not torch.equal(p, before[name])]
+    assert any(name.startswith("synthesis") for name in changed)
+    assert any(name.startswith("mapping") for name in changed)
+    assert all(not name.endswith("noise_strength") for name in changed)
+    assert torch.isfinite(trained.w_avg).all()
 
 
 def test_random_blur_smooths_per_image():

@@ -26,6 +26,7 @@ from harness.demo.attributes import NUM_ATTRIBUTE_DIMS, AvatarAttributes, attrib
 from harness.demo.optimization import optimizer_step
 from harness.demo.render import render
 from harness.generator import Architecture, Generator, build_generator, save_rosinality_checkpoint
+from harness.identity import IdentityModel
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,12 @@ def intended_attributes(z: torch.Tensor) -> AvatarAttributes:
     z is normalised to unit second moment, as StyleGAN2's mapping network does first, so the
     target depends only on what the mapping network sees.
     """
-    normalised = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)
-    return attributes_from_normal(normalised[:, :NUM_ATTRIBUTE_DIMS])
+    return attributes_from_normal(_normalised(z)[:, :NUM_ATTRIBUTE_DIMS])
+
+
+def _normalised(z: torch.Tensor) -> torch.Tensor:
+    """Scale each latent to unit second moment, as the mapping network's first step does."""
+    return z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)
 
 
 def _downsampled_l1(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -111,12 +116,18 @@ def train_generator(
 
 
 def _optimizer_and_schedule(
-    network: Generator, learning_rate: float, mapping_factor: float, steps: int, warmup_fraction: float
+    network: Generator,
+    learning_rate: float,
+    mapping_factor: float,
+    steps: int,
+    warmup_fraction: float,
+    extra_parameters: tuple[list[torch.nn.Parameter], float] | None = None,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.OneCycleLR]:
     """Make every parameter trainable except the noise strengths, which are set to 0 and frozen.
 
     Returns Adam, with the mapping network's rate raised by `mapping_factor`, and a one-cycle
-    schedule.
+    schedule. `extra_parameters` (parameters, learning rate) adds a group for modules that are
+    trained along with the generator but not saved.
     """
     network.requires_grad_(True)
     for name, parameter in network.named_parameters():
@@ -125,9 +136,12 @@ def _optimizer_and_schedule(
             parameter.requires_grad_(False)
     mapping = [p for p in network.mapping.parameters() if p.requires_grad]
     synthesis = [p for p in network.synthesis.parameters() if p.requires_grad]
-    rates = [learning_rate * mapping_factor, learning_rate]
+    groups = [(mapping, learning_rate * mapping_factor), (synthesis, learning_rate)]
+    if extra_parameters is not None:
+        groups.append(extra_parameters)
+    rates = [rate for _, rate in groups]
     optimizer = torch.optim.Adam(
-        [{"params": mapping, "lr": rates[0]}, {"params": synthesis, "lr": rates[1]}], betas=(0.9, 0.99)
+        [{"params": params, "lr": rate} for params, rate in groups], betas=(0.9, 0.99)
     )
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, rates, total_steps=steps, pct_start=warmup_fraction
@@ -140,6 +154,72 @@ def _save_checkpoint(network: Generator, path: Path) -> None:
     snapshot = copy.deepcopy(network).eval().requires_grad_(False)
     snapshot.estimate_w_avg()
     save_rosinality_checkpoint(snapshot, path)
+
+
+def continue_with_identity(
+    network: Generator,
+    identity_model: IdentityModel,
+    steps: int = 3000,
+    batch_size: int = 16,
+    learning_rate: float = 1e-3,
+    mapping_learning_rate_factor: float = 100.0,
+    identity_weight: float = 1.0,
+    readout_weight: float = 1.0,
+    seed: int = 31,
+    progress: bool = True,
+) -> Generator:
+    """Continue training so that samples show the person their latent was meant to show.
+
+    Two losses join the pixel loss. The first is 1 minus the ArcFace similarity between G(z)
+    and the render of z (demo face crop). The second is the squared error of a linear readout
+    from w to the prior's standard normal variables `u`, so that the mapping network passes
+    every attribute on. The readout is discarded afterwards. The mapping network's rate is 100 times the synthesis
+    network's here, against 10 in `train_generator`.
+
+    NOTE: not part of the committed generator's recipe. From the committed generator, the
+    defaults (3,000 steps) raised `evaluate_generator`'s R^2 of face width from 0.07 to 0.68 and
+    of face height from 0.00 to 0.71, and the similarity of a sample to its render from 0.07 to
+    0.72. Eye spacing stayed near 0. Skin tone fell from 0.93 to 0.84, braids from 0.64 to 0.44,
+    curl and fringe to below 0, and class agreement from 0.65 to 0.58.
+    """
+    embedder = identity_model.torch_module()
+    readout = torch.nn.Linear(network.architecture.w_dim, NUM_ATTRIBUTE_DIMS)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer, schedule = _optimizer_and_schedule(
+        network,
+        learning_rate,
+        mapping_learning_rate_factor,
+        steps,
+        warmup_fraction=0.1,
+        extra_parameters=(list(readout.parameters()), 1e-2),
+    )
+
+    network.train()
+    bar = tqdm(range(steps), desc="generator identity phase", disable=not progress)
+    for step in bar:
+        z = torch.randn(batch_size, network.z_dim, generator=generator)
+        u = _normalised(z)[:, :NUM_ATTRIBUTE_DIMS]
+        target = render(attributes_from_normal(u), size=network.resolution) * 2 - 1
+        ws = network.mapping(z)
+        output = network.synthesis(ws, noise_mode="none")
+        with torch.no_grad():
+            target_embedding = embedder(target)
+        similarity = F.cosine_similarity(embedder(output), target_embedding, dim=1)
+        identity_loss = (1 - similarity).mean()
+        readout_loss = F.mse_loss(readout(ws[:, 0]), u)
+        loss = (
+            _downsampled_l1(output, target)
+            + identity_weight * identity_loss
+            + readout_weight * readout_loss
+        )
+        optimizer_step(loss, optimizer, schedule)
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}", identity=f"{identity_loss.item():.3f}")
+
+    network.eval().requires_grad_(False)
+    network.estimate_w_avg()
+    return network
 
 
 class _TeacherFeatures(torch.nn.Module):
