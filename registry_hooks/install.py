@@ -267,8 +267,8 @@ def uninstall_webhook(tracking_uri: str, name: str = DEFAULT_WEBHOOK_NAME) -> st
         client.delete_webhook(webhook.webhook_id)
     except MlflowException as error:
         raise RegistryError(
-            f"MLflow at {tracking_uri} did not delete webhook {name!r}: {error.message}. "
-            "Check the MLflow server's log."
+            f"failed to delete webhook {name!r} on MLflow at {tracking_uri}: {error.message}. "
+            "Check the MLflow server's log, then run this command again."
         ) from None
     log.info("deleted webhook %r (%s)", name, webhook.webhook_id)
     return webhook.webhook_id

@@ -13,15 +13,12 @@ latents:
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from harness.demo.manifest import MANIFEST_NAME, WEIGHTS_DIR
+from toy_models import run_mlflow_project
 
 REPO = Path(__file__).resolve().parents[1]
 HAIR_SUITE = REPO / "suites" / "hair.yaml"
@@ -105,21 +102,8 @@ def test_fringe_identity_fails_on_identity(demo_store, test_suite, seed):
 
 def test_mlflow_run_on_demo_registry(demo_store, tmp_path):
     """`mlflow run . -P model=hair:2 --env-manager local`, as the README writes it."""
-    env = dict(
-        os.environ,
-        MLFLOW_TRACKING_URI=demo_store,
-        # The MLproject command calls `python`; make it this interpreter.
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    )
-    mlflow_command = shutil.which("mlflow", path=env["PATH"])
-    assert mlflow_command is not None
-    completed = subprocess.run(
-        [mlflow_command, "run", ".", "-P", "model=hair:2", "--env-manager", "local"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
+    completed = run_mlflow_project(
+        demo_store, [".", "-P", "model=hair:2", "--env-manager", "local"], cwd=REPO, timeout=900
     )
 
     assert completed.returncode == 1, completed.stderr[-3000:]

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from harness.errors import ConfigError, RegistryError
-from toy_models import REPO, register_toy_classifier, write_suite
+from toy_models import REPO, register_toy_classifier, run_mlflow_project, write_suite
 
 
 def version_tags(uri: str) -> dict[str, str]:
@@ -145,24 +145,12 @@ def test_cli_file_store(tmp_path):
 
 def test_mlflow_run_local_env(store, tmp_path):
     """`mlflow run . -P model=... --env-manager local` runs the MLproject entry end to end."""
-    import shutil
-
     _, uri = store
     suite = write_suite(tmp_path)
-    env = dict(
-        os.environ,
-        MLFLOW_TRACKING_URI=uri,
-        # The MLproject command calls `python`; make it this interpreter.
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    )
-    mlflow_command = shutil.which("mlflow", path=env["PATH"])
-    assert mlflow_command is not None
-    completed = subprocess.run(
-        [mlflow_command, "run", str(REPO), "-P", "model=colour:1", "-P", f"suite={suite}", "--env-manager", "local"],
+    completed = run_mlflow_project(
+        uri,
+        [str(REPO), "-P", "model=colour:1", "-P", f"suite={suite}", "--env-manager", "local"],
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
         timeout=600,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]

@@ -275,7 +275,7 @@ def test_gate_on_registry_events(tmp_path, mlflow_server):
         assert outcomes["model_version_alias.created ignored"] == 1  # the roll-back
         assert outcomes["model_version_alias.created queued"] == 3
 
-        # Uninstall deletes the webhook; a second uninstall finds nothing to delete.
+        # Uninstall deletes the webhook, and a second uninstall finds nothing to delete.
         for expected in ("deleted webhook 'latentgate'", "no webhook named 'latentgate'"):
             uninstalled = subprocess.run(
                 [sys.executable, "-m", "harness.cli", "gate", "uninstall", "--tracking-uri", uri],

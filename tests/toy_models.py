@@ -6,6 +6,10 @@ the results are known: a direction that makes the images redder exists, so p(red
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +17,28 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures"
+
+
+def run_mlflow_project(
+    tracking_uri: str, arguments: list[str], cwd: Path, timeout: int
+) -> subprocess.CompletedProcess:
+    """Run `mlflow run ARGUMENTS` with this interpreter's `mlflow` and return the result."""
+    env = dict(
+        os.environ,
+        MLFLOW_TRACKING_URI=tracking_uri,
+        # The MLproject command calls `python`, so this interpreter's folder goes first.
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+    mlflow_command = shutil.which("mlflow", path=env["PATH"])
+    assert mlflow_command is not None
+    return subprocess.run(
+        [mlflow_command, "run", *arguments],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 SUITE = """\
 version: 1
