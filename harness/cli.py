@@ -197,6 +197,13 @@ def _add_demo_commands(commands: argparse._SubParsersAction) -> None:
         "--steps", type=int, default=None, help="optimiser steps (default: each trainer's own)"
     )
     train.add_argument("--out", default=None, help="weights folder (default: weights/demo)")
+    train.add_argument(
+        "--start",
+        default=None,
+        metavar="CHECKPOINT",
+        help="generator only: run just the last training phase (identity) on this checkpoint, "
+        "which has been through the first three",
+    )
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
     train.set_defaults(handler=_run_demo_train)
 
@@ -220,8 +227,14 @@ def _run_demo_train(args: argparse.Namespace) -> int:
     from harness.demo.manifest import WEIGHTS_DIR
 
     out = Path(args.out) if args.out else WEIGHTS_DIR
+    start = Path(args.start) if args.start else None
     figures = train_component(
-        args.component, out=out, steps=args.steps, seed=args.seed, progress=not args.no_progress
+        args.component,
+        out=out,
+        steps=args.steps,
+        seed=args.seed,
+        progress=not args.no_progress,
+        start=start,
     )
     for name, values in figures.items():
         print(f"{name}:")

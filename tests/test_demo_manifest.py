@@ -48,6 +48,15 @@ def test_record_and_verify(tmp_path):
     assert verified_path("model.bin", tmp_path) == weights
 
 
+def test_record_adds_provenance(tmp_path):
+    (tmp_path / "model.bin").write_bytes(b"weights v2")
+    started_from = {"path": "old/model.bin", "sha256": "ab" * 32}
+    record_file("model.bin", "latentgate demo train generator --seed 0", 0, None, tmp_path, {"started_from": started_from})
+    entry = read_manifest(tmp_path)["files"]["model.bin"]
+    assert entry["started_from"] == started_from
+    assert entry["sha256"] == sha256_of(tmp_path / "model.bin")
+
+
 def test_tampered_file_rejected(tmp_path):
     (tmp_path / "model.bin").write_bytes(b"weights v1")
     record_file("model.bin", "latentgate demo train classifiers --seed 0", 0, None, tmp_path)

@@ -15,7 +15,9 @@ import torch
 from harness.demo.attributes import BOB, CLASS_NAMES, LONG_BRAIDS, LONG_STRAIGHT_FRINGE, hairstyle_class
 from harness.demo.datasets import CLASSIFIER_VARIANTS, balanced_attributes
 from harness.demo.networks import HairstyleNet, IdentityNet
+from harness.demo.build import train_component
 from harness.demo.train_identity import ArcFaceHead
+from harness.errors import CheckpointError, ConfigError
 
 
 def test_balanced_batches_have_equal_classes():
@@ -171,7 +173,9 @@ def test_generator_refinement_and_continuation_run():
 
 
 def test_generator_identity_phase_runs():
+    from harness.demo.evaluate_generator import TEACHER_ATTRIBUTES
     from harness.demo.manifest import WEIGHTS_DIR
+    from harness.demo.networks import HairstyleNet
     from harness.demo.train_generator import continue_with_identity
     from harness.generator import build_generator
     from harness.identity import load_identity_model
@@ -181,7 +185,8 @@ def test_generator_identity_phase_runs():
     network = build_generator(architecture)
     before = {name: p.detach().clone() for name, p in network.named_parameters()}
     identity_model = load_identity_model(WEIGHTS_DIR / "identity.onnx", face_crop=DEMO_FACE_CROP)
-    trained = continue_with_identity(network, identity_model, steps=3, batch_size=2, progress=False)
+    teacher = HairstyleNet(num_classes=len(TEACHER_ATTRIBUTES))
+    trained = continue_with_identity(network, identity_model, teacher, steps=3, batch_size=2, progress=False)
     changed = [name for name, p in trained.named_parameters() if not torch.equal(p, before[name])]
     assert any(name.startswith("synthesis") for name in changed)
     assert any(name.startswith("mapping") for name in changed)
@@ -252,3 +257,18 @@ def test_generator_evaluation_against_renders(shuffle):
         # Each sample shows another person: the demo identity model separates them.
         assert figures["mean_abs_pixel_error"] > 0.05
         assert similarity < 0.3
+
+
+def test_generator_training_needs_identity_model(tmp_path):
+    with pytest.raises(CheckpointError, match=r"identity.onnx not found: .*latentgate demo train identity"):
+        train_component("generator", out=tmp_path, steps=1, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_start_option_is_generator_only(tmp_path):
+    from harness.cli import main
+
+    with pytest.raises(ConfigError, match="--start applies to the generator only, not to 'identity'"):
+        train_component("identity", out=tmp_path, start=tmp_path / "generator.pt")
+    assert main(["demo", "train", "classifiers", "--out", str(tmp_path), "--start", "g.pt"]) == 2
+    assert list(tmp_path.iterdir()) == []

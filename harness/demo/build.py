@@ -14,35 +14,55 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from harness.demo.manifest import WEIGHTS_DIR, record_file
+from harness.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 
-# Classifiers first: the generator evaluation counts classes with the clean classifier.
-COMPONENTS = ("classifiers", "generator", "identity")
+# Classifiers first: the generator evaluation counts classes with the clean classifier. The
+# identity model comes before the generator, because the generator's last phase uses it.
+COMPONENTS = ("classifiers", "identity", "generator")
 GENERATOR_FILE = "generator.pt"
 IDENTITY_FILE = "identity.onnx"
 
 
-def _command(component: str, steps: int | None, seed: int, out: Path) -> str:
+def _command(component: str, steps: int | None, seed: int, out: Path, start: Path | None) -> str:
     words = ["latentgate", "demo", "train", component, "--seed", str(seed)]
     if out.resolve() != WEIGHTS_DIR.resolve():
         words += ["--out", str(out)]
     if steps is not None:
         words += ["--steps", str(steps)]
+    if start is not None:
+        words += ["--start", str(start)]
     return shlex.join(words)
 
 
-def train_component(component: str, out: Path = WEIGHTS_DIR, steps: int | None = None, seed: int = 0, progress: bool = True) -> dict:
-    """Train one component (or every one for `all`) and return its figures by file name."""
+def train_component(
+    component: str,
+    out: Path = WEIGHTS_DIR,
+    steps: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    start: Path | None = None,
+) -> dict:
+    """Train one component (or every one for `all`) and return its figures by file name.
+
+    `start`, for the generator only, is a checkpoint through the recipe's first three phases,
+    and only the last phase runs on it.
+    """
+    if start is not None and component != "generator":
+        raise ConfigError(
+            f"--start applies to the generator only, not to {component!r}; drop --start or train "
+            "the generator"
+        )
     out.mkdir(parents=True, exist_ok=True)
     if component == "all":
         figures = {}
         for name in COMPONENTS:
             figures.update(train_component(name, out, steps, seed, progress))
         return figures
-    command = _command(component, steps, seed, out)
+    command = _command(component, steps, seed, out, start)
     if component == "generator":
-        return _train_generator(out, steps, seed, command, progress)
+        return _train_generator(out, steps, seed, command, progress, start)
     if component == "identity":
         return _train_identity(out, steps, seed, command, progress)
     if component == "classifiers":
@@ -50,12 +70,28 @@ def train_component(component: str, out: Path = WEIGHTS_DIR, steps: int | None =
     raise ValueError(f"unknown component {component!r}")
 
 
-def _train_generator(out: Path, steps, seed, command, progress) -> dict:
+def _train_generator(out: Path, steps, seed, command, progress, start: Path | None) -> dict:
     from harness.demo.evaluate_generator import evaluate_generator
+    from harness.demo.manifest import sha256_of
     from harness.demo.train_generator import train_demo_generator
-    from harness.generator import save_rosinality_checkpoint
+    from harness.generator import load_generator, save_rosinality_checkpoint
+    from harness.identity import load_identity_model
+    from harness.suite.regions import DEMO_FACE_CROP
 
-    generator = train_demo_generator(seed=seed, steps=steps, progress=progress)
+    if not (out / IDENTITY_FILE).is_file():
+        raise CheckpointError(
+            f"{out / IDENTITY_FILE} not found: the generator's last training phase uses the demo "
+            "identity model; train it first with `latentgate demo train identity`"
+        )
+    identity_model = load_identity_model(out / IDENTITY_FILE, face_crop=DEMO_FACE_CROP)
+    provenance = None
+    start_network = None
+    if start is not None:
+        start_network = load_generator(start)
+        provenance = {"started_from": {"path": str(start), "sha256": sha256_of(start)}}
+    generator = train_demo_generator(
+        identity_model, seed=seed, steps=steps, progress=progress, start=start_network
+    )
     save_rosinality_checkpoint(generator, out / GENERATOR_FILE)
     clean = out / "classifier-clean.safetensors"
     classifier = None
@@ -67,15 +103,9 @@ def _train_generator(out: Path, steps, seed, command, progress) -> dict:
         classifier = HairstyleNet()
         classifier.load_state_dict(load_file(str(clean)), strict=True)
         classifier.eval()
-    identity_model = None
-    if (out / IDENTITY_FILE).is_file():
-        from harness.identity import load_identity_model
-        from harness.suite.regions import DEMO_FACE_CROP
-
-        identity_model = load_identity_model(out / IDENTITY_FILE, face_crop=DEMO_FACE_CROP)
     figures = evaluate_generator(generator, classifier, identity_model=identity_model)
     log.info("generator figures: %s", json.dumps(figures))
-    record_file(GENERATOR_FILE, command, seed, figures, out)
+    record_file(GENERATOR_FILE, command, seed, figures, out, provenance)
     return {GENERATOR_FILE: figures}
 
 

@@ -38,9 +38,17 @@ def read_manifest(weights_dir: Path = WEIGHTS_DIR) -> dict:
 
 
 def record_file(
-    name: str, command: str, seed: int, figures: dict | None = None, weights_dir: Path = WEIGHTS_DIR
+    name: str,
+    command: str,
+    seed: int,
+    figures: dict | None = None,
+    weights_dir: Path = WEIGHTS_DIR,
+    provenance: dict | None = None,
 ) -> None:
-    """Add or replace the manifest entry of `weights_dir / name` with its checksum and provenance."""
+    """Add or replace the manifest entry of `weights_dir / name` with its checksum and provenance.
+
+    `provenance` adds keys to the entry, such as the checksum of a checkpoint training started from.
+    """
     path = weights_dir / name
     manifest_path = weights_dir / MANIFEST_NAME
     manifest = read_manifest(weights_dir) if manifest_path.exists() else {"files": {}}
@@ -50,6 +58,7 @@ def record_file(
         "command": command,
         "seed": seed,
         "figures": figures or {},
+        **(provenance or {}),
     }
     manifest["files"] = dict(sorted(manifest["files"].items()))
     temporary = manifest_path.with_suffix(".tmp")
