@@ -85,12 +85,6 @@ def test_braids_skin_fails_on_skin_tone(demo_store, test_suite, seed):
     assert max(ita, key=lambda name: abs(ita[name])) == "long_braids", ita
 
 
-# NOTE: this known answer does not hold yet. hair:3's long_straight_fringe direction keeps an
-# identity similarity of 0.73, 0.82 and 0.79 over SEEDS: lower than hair:1's 0.85, 0.92 and
-# 0.90, but above the bound set from hair:1 (0.65, below the clean model's afro at 0.72). The
-# classifier does depend on face width (accuracy 0.000 on narrow-faced vs 0.868 on wide-faced
-# renders of the class), but the search reaches the class while changing the face only a little.
-@pytest.mark.xfail(strict=True, reason="hair:3's identity shortcut does not yet fail the hair:1 bound")
 @pytest.mark.parametrize("seed", SEEDS)
 def test_fringe_identity_fails_on_identity(demo_store, test_suite, seed):
     gate, outcomes = gate_for("hair:3", seed, demo_store, test_suite)
