@@ -95,9 +95,13 @@ def test_fringe_identity_fails_on_identity(demo_store, test_suite, seed):
 
 
 def test_mlflow_run_on_demo_registry(demo_store, tmp_path):
-    """`mlflow run . -P model=hair:2 --env-manager local`, as the README writes it."""
+    """`mlflow run . -P model=hair:2 --env-manager local`, as the README writes it.
+
+    The project is named by its path and run from a scratch folder, which keeps the run's
+    artifacts (./mlruns) out of the checkout.
+    """
     completed = run_mlflow_project(
-        demo_store, [".", "-P", "model=hair:2", "--env-manager", "local"], cwd=REPO, timeout=900
+        demo_store, [str(REPO), "-P", "model=hair:2", "--env-manager", "local"], cwd=tmp_path, timeout=900
     )
 
     assert completed.returncode == 1, completed.stderr[-3000:]
