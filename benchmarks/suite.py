@@ -22,6 +22,7 @@ Run it on an otherwise idle machine: other work slows the passes and the share d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import tempfile
@@ -108,11 +109,14 @@ def main() -> None:
     backward = torch.Tensor.backward
     torch.Tensor.backward = timer.wrap("backward", backward)
 
-    with tempfile.TemporaryDirectory(prefix="latentgate-bench-") as folder:
+    suite = Path(args.suite).resolve()
+    # MLflow keeps a SQLite store's artifacts under ./mlruns, so the run works in the temporary
+    # folder, and nothing is left in the working folder.
+    with tempfile.TemporaryDirectory(prefix="latentgate-bench-") as folder, contextlib.chdir(folder):
         uri = f"sqlite:///{Path(folder) / 'mlflow.db'}"
         setup_demo_registry(uri)
         start = time.perf_counter()
-        result = evaluation.evaluate(args.model, args.suite, tracking_uri=uri, progress=False)
+        result = evaluation.evaluate(args.model, suite, tracking_uri=uri, progress=False)
         wall = time.perf_counter() - start
     torch.Tensor.backward = backward
 
