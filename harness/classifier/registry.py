@@ -125,8 +125,9 @@ def resolve_model(
             for v in client.search_model_versions(f"name = '{reference.name}'", max_results=200)
         )
         raise RegistryError(
-            f"version {version} of registered model {reference.name!r} not found; existing "
-            f"versions: {_listing([str(v) for v in versions])}."
+            f"version {version} of registered model {reference.name!r} not found in "
+            f"{client.tracking_uri}; existing versions: {_listing([str(v) for v in versions])}. "
+            f"Use one of them, as {reference.name}:VERSION, or register the version there first."
         ) from None
 
     resolved = ResolvedModel(
