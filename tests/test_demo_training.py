@@ -194,6 +194,51 @@ def test_generator_identity_phase_runs():
     assert torch.isfinite(trained.w_avg).all()
 
 
+def test_identity_phase_with_weighted_attributes_runs():
+    from harness.demo.evaluate_generator import TEACHER_ATTRIBUTES
+    from harness.demo.manifest import WEIGHTS_DIR
+    from harness.demo.networks import HairstyleNet
+    from harness.demo.train_generator import continue_with_identity
+    from harness.generator import build_generator
+    from harness.identity import load_identity_model
+    from harness.suite.regions import DEMO_FACE_CROP
+
+    network = build_generator(_tiny_architecture())
+    before = {name: p.detach().clone() for name, p in network.named_parameters()}
+    identity_model = load_identity_model(WEIGHTS_DIR / "identity.onnx", face_crop=DEMO_FACE_CROP)
+    teacher = HairstyleNet(num_classes=len(TEACHER_ATTRIBUTES))
+    weights = (1.0, 1.0, 4.0, 2.0, 4.0, 1.0, 1.0, 2.0)
+    trained = continue_with_identity(
+        network, identity_model, teacher, steps=3, batch_size=2, progress=False,
+        attribute_loss_weights=weights, attribute_readout_weight=1.0,
+    )
+    changed = [name for name, p in trained.named_parameters() if not torch.equal(p, before[name])]
+    assert any(name.startswith("mapping") for name in changed)
+    assert torch.isfinite(trained.w_avg).all()
+
+
+def test_teacher_attribute_loss_weights():
+    from harness.demo.attributes import sample_attributes
+    from harness.demo.evaluate_generator import MEASURED_ATTRIBUTES
+    from harness.demo.train_generator import _teacher_losses
+
+    class Readout(torch.nn.Module):
+        """A stand-in teacher: no activations, and a readout off by 1 in the first attribute only."""
+
+        def forward(self, images):
+            values = torch.stack([getattr(attributes, n) for n in MEASURED_ATTRIBUTES], dim=1)
+            return [images], values + torch.tensor([1.0, 0, 0, 0, 0])
+
+    attributes = sample_attributes(4, seed=0)
+    images = torch.ones(4, 3, 8, 8)
+    _, plain = _teacher_losses(Readout(), images, images, attributes, MEASURED_ATTRIBUTES)
+    _, weighted = _teacher_losses(
+        Readout(), images, images, attributes, MEASURED_ATTRIBUTES, torch.tensor([3.0, 1, 1, 1, 1])
+    )
+    assert plain.item() == pytest.approx(1 / 5)
+    assert weighted.item() == pytest.approx(3 / 5)
+
+
 def test_random_blur_smooths_per_image():
     from harness.demo.train_classifiers import random_blur
 
