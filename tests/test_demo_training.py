@@ -231,10 +231,9 @@ def test_teacher_attribute_loss_weights():
 
     attributes = sample_attributes(4, seed=0)
     images = torch.ones(4, 3, 8, 8)
-    _, plain = _teacher_losses(Readout(), images, images, attributes, MEASURED_ATTRIBUTES)
-    _, weighted = _teacher_losses(
-        Readout(), images, images, attributes, MEASURED_ATTRIBUTES, torch.tensor([3.0, 1, 1, 1, 1])
-    )
+    expected = torch.stack([getattr(attributes, n) for n in MEASURED_ATTRIBUTES], dim=1)
+    _, plain = _teacher_losses(Readout(), images, images, expected)
+    _, weighted = _teacher_losses(Readout(), images, images, expected, torch.tensor([3.0, 1, 1, 1, 1]))
     assert plain.item() == pytest.approx(1 / 5)
     assert weighted.item() == pytest.approx(3 / 5)
 

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 MEASURED_ATTRIBUTES = ("skin_tone", "hair_length", "hair_curl", "hair_braids", "hair_fringe")
 # The traits the identity model and the fringe-identity shortcut depend on.
 IDENTITY_TRAITS = ("face_width", "face_height", "eye_spacing")
-# What the teacher regressor of the generator's identity phase reads.
+# The attributes that the teacher regressor of the generator's identity phase reads.
 TEACHER_ATTRIBUTES = MEASURED_ATTRIBUTES + IDENTITY_TRAITS
 
 
