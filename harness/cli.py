@@ -201,8 +201,8 @@ def _add_demo_commands(commands: argparse._SubParsersAction) -> None:
         "--start",
         default=None,
         metavar="CHECKPOINT",
-        help="generator only: run just the last training phase (identity) on this checkpoint, "
-        "which has been through the first three",
+        help="generator only: run just the last training phase (hair) on this checkpoint, "
+        "which has been through the first four",
     )
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
     train.set_defaults(handler=_run_demo_train)

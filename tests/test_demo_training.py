@@ -194,11 +194,11 @@ def test_generator_identity_phase_runs():
     assert torch.isfinite(trained.w_avg).all()
 
 
-def test_identity_phase_with_weighted_attributes_runs():
+def test_hair_phase_runs():
     from harness.demo.evaluate_generator import TEACHER_ATTRIBUTES
     from harness.demo.manifest import WEIGHTS_DIR
     from harness.demo.networks import HairstyleNet
-    from harness.demo.train_generator import continue_with_identity
+    from harness.demo.train_generator import HAIR_PHASE_SETTINGS, continue_with_identity
     from harness.generator import build_generator
     from harness.identity import load_identity_model
     from harness.suite.regions import DEMO_FACE_CROP
@@ -207,10 +207,9 @@ def test_identity_phase_with_weighted_attributes_runs():
     before = {name: p.detach().clone() for name, p in network.named_parameters()}
     identity_model = load_identity_model(WEIGHTS_DIR / "identity.onnx", face_crop=DEMO_FACE_CROP)
     teacher = HairstyleNet(num_classes=len(TEACHER_ATTRIBUTES))
-    weights = (1.0, 1.0, 4.0, 2.0, 4.0, 1.0, 1.0, 2.0)
+    assert len(HAIR_PHASE_SETTINGS["attribute_loss_weights"]) == len(TEACHER_ATTRIBUTES)
     trained = continue_with_identity(
-        network, identity_model, teacher, steps=3, batch_size=2, progress=False,
-        attribute_loss_weights=weights, attribute_readout_weight=1.0,
+        network, identity_model, teacher, steps=3, batch_size=2, progress=False, **HAIR_PHASE_SETTINGS
     )
     changed = [name for name, p in trained.named_parameters() if not torch.equal(p, before[name])]
     assert any(name.startswith("mapping") for name in changed)

@@ -46,7 +46,7 @@ def train_component(
 ) -> dict:
     """Train one component (or every one for `all`) and return its figures by file name.
 
-    `start`, for the generator only, is a checkpoint through the recipe's first three phases,
+    `start`, for the generator only, is a checkpoint through the recipe's first four phases,
     and only the last phase runs on it.
     """
     if start is not None and component != "generator":

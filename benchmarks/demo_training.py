@@ -1,0 +1,95 @@
+"""Estimate how long `latentgate demo train generator` takes, from the step time of each phase.
+
+    .venv/bin/python benchmarks/demo_training.py --threads 2 --steps 40
+
+Each phase of the recipe (`RECIPE_STEPS`) runs `--steps` optimiser steps at the recipe's batch
+size on a freshly built demo generator, after a few warm-up steps. The time per step times the
+recipe's step count gives the phase's estimate. The attribute regressors that teach the later
+phases and score the result are timed the same way. The weights do not change the step time,
+so the estimate holds for the trained generator too. Identity phases need the committed
+`weights/demo/identity.onnx`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from harness.demo.evaluate_generator import (
+    MEASURED_ATTRIBUTES,
+    SCORING_REGRESSOR_STEPS,
+    TEACHER_ATTRIBUTES,
+    train_attribute_regressor,
+)
+from harness.demo.networks import HairstyleNet
+from harness.demo.train_generator import (
+    HAIR_PHASE_SETTINGS,
+    RECIPE_STEPS,
+    continue_with_identity,
+    refine_generator,
+    train_generator,
+)
+from harness.demo.train_generator import DEMO_ARCHITECTURE
+from harness.generator import build_generator
+from harness.identity import load_identity_model
+from harness.suite.regions import DEMO_FACE_CROP
+
+IDENTITY_MODEL = Path(__file__).resolve().parent.parent / "weights" / "demo" / "identity.onnx"
+# Regressor steps in one run of the recipe: the refinement's teacher and the identity phases'
+# teacher (the trainer's default of 800 steps each), then evaluate_generator's two scoring
+# regressors.
+REGRESSOR_STEPS = 2 * 800 + 2 * SCORING_REGRESSOR_STEPS
+
+
+def _seconds_per_step(run, steps: int, warmup: int) -> float:
+    run(warmup)
+    start = time.perf_counter()
+    run(steps)
+    return (time.perf_counter() - start) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per phase")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before each timing")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    identity_model = load_identity_model(IDENTITY_MODEL, face_crop=DEMO_FACE_CROP)
+    # The refinement's teacher reads the measured attributes, the identity phases' teacher also
+    # the identity traits.
+    refinement_teacher = HairstyleNet(num_classes=len(MEASURED_ATTRIBUTES)).eval()
+    teacher = HairstyleNet(num_classes=len(TEACHER_ATTRIBUTES)).eval()
+    fresh = lambda: build_generator(DEMO_ARCHITECTURE)  # noqa: E731
+
+    phases = [
+        ("pixel phase 1", lambda n: train_generator(steps=n, progress=False)),
+        ("pixel phase 2", lambda n: train_generator(steps=n, learning_rate=3e-3, progress=False)),
+        ("refinement", lambda n: refine_generator(fresh(), refinement_teacher, steps=n, progress=False)),
+        ("identity phase", lambda n: continue_with_identity(fresh(), identity_model, teacher, steps=n, progress=False)),
+        (
+            "hair phase",
+            lambda n: continue_with_identity(
+                fresh(), identity_model, teacher, steps=n, progress=False, **HAIR_PHASE_SETTINGS
+            ),
+        ),
+    ]
+    print(f"torch {torch.__version__}, {args.threads} threads, {args.steps} timed steps per phase")
+    total = 0.0
+    for (name, run), recipe_steps in zip(phases, RECIPE_STEPS, strict=True):
+        seconds = _seconds_per_step(run, args.steps, args.warmup)
+        total += seconds * recipe_steps
+        print(f"{name:16s} {seconds:6.3f} s/step x {recipe_steps:5d} steps = {seconds * recipe_steps / 60:6.1f} min")
+    seconds = _seconds_per_step(lambda n: train_attribute_regressor(steps=n, progress=False), args.steps, args.warmup)
+    regressors = seconds * REGRESSOR_STEPS
+    total += regressors
+    print(f"{'regressors':16s} {seconds:6.3f} s/step x {REGRESSOR_STEPS:5d} steps = {regressors / 60:6.1f} min")
+    print(f"estimated total, without the evaluation's renders and samples: {total / 3600:.2f} h")
+
+
+if __name__ == "__main__":
+    main()
