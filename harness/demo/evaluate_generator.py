@@ -33,6 +33,10 @@ MEASURED_ATTRIBUTES = ("skin_tone", "hair_length", "hair_curl", "hair_braids", "
 IDENTITY_TRAITS = ("face_width", "face_height", "eye_spacing")
 # The attributes that the teacher regressor of the generator's identity phase reads.
 TEACHER_ATTRIBUTES = MEASURED_ATTRIBUTES + IDENTITY_TRAITS
+# Training steps of the regressors that score a generator. With the trainer's default of 800,
+# the regressor read fringe off held-out renders with R^2 0.86 only, below the 0.9 a generator
+# is held to. With 2,400 steps, every measured attribute reads at 0.93 or better on renders.
+SCORING_REGRESSOR_STEPS = 2400
 
 
 def _targets(attributes, names: tuple[str, ...] = MEASURED_ATTRIBUTES) -> torch.Tensor:
@@ -92,9 +96,11 @@ def evaluate_generator(
     """
     with torch.enable_grad():
         if regressor is None:
-            regressor = train_attribute_regressor()
+            regressor = train_attribute_regressor(steps=SCORING_REGRESSOR_STEPS)
         if trait_regressor is None:
-            trait_regressor = train_attribute_regressor(seed=4243, attribute_names=IDENTITY_TRAITS)
+            trait_regressor = train_attribute_regressor(
+                steps=SCORING_REGRESSOR_STEPS, seed=4243, attribute_names=IDENTITY_TRAITS
+            )
     z = torch.randn(num_samples, generator.z_dim, generator=torch.Generator().manual_seed(seed))
     attributes = intended_attributes(z)
     renders = render(attributes, size=generator.resolution) * 2 - 1
