@@ -26,13 +26,13 @@ from harness.demo.evaluate_generator import (
 )
 from harness.demo.networks import HairstyleNet
 from harness.demo.train_generator import (
+    DEMO_ARCHITECTURE,
     HAIR_PHASE_SETTINGS,
     RECIPE_STEPS,
     continue_with_identity,
     refine_generator,
     train_generator,
 )
-from harness.demo.train_generator import DEMO_ARCHITECTURE
 from harness.generator import build_generator
 from harness.identity import load_identity_model
 from harness.suite.regions import DEMO_FACE_CROP

@@ -364,7 +364,8 @@ RECIPE_LEARNING_RATES = (1e-2, 3e-3)
 # evaluate_generator's R^2 of curl from 0.37 to 0.64, braids from 0.73 to 0.86 and fringe
 # from 0.26 to 0.77. NOTE: the teacher shares the scoring regressor's architecture. A
 # MobileNetV3-small trained on renders confirmed the fringe gain (0.28 to 0.74) but read curl
-# at 0.0 and braids at 0.35 after this phase, so curl and braids gained less than R^2 says.
+# at 0.0 and braids at 0.35 after this phase, so curl and braids gained less than their R^2
+# suggests.
 HAIR_PHASE_SETTINGS = {
     "attribute_loss_weights": (1.0, 1.0, 8.0, 3.0, 8.0, 1.0, 1.0, 2.0),
     "feature_weight": 2.0,
@@ -392,7 +393,11 @@ def train_demo_generator(
 
     scale = 1.0 if steps is None else steps / RECIPE_STEPS[0]
     phase_steps = [max(1, round(count * scale)) for count in RECIPE_STEPS]
-    identity_teacher = None
+    # Every trainer seeds itself, so training the identity phases' teacher first changes no
+    # result of the phases before them.
+    identity_teacher = train_attribute_regressor(
+        seed=seed + 7, attribute_names=TEACHER_ATTRIBUTES, progress=progress
+    )
     network = start
     if network is None:
         network = train_generator(
@@ -409,15 +414,8 @@ def train_demo_generator(
         # score the result.
         teacher = train_attribute_regressor(seed=seed + 7, progress=progress)
         network = refine_generator(network, teacher, steps=phase_steps[2], seed=seed + 1, progress=progress)
-        identity_teacher = train_attribute_regressor(
-            seed=seed + 7, attribute_names=TEACHER_ATTRIBUTES, progress=progress
-        )
         network = continue_with_identity(
             network, identity_model, identity_teacher, steps=phase_steps[3], seed=seed + 31, progress=progress
-        )
-    if identity_teacher is None:
-        identity_teacher = train_attribute_regressor(
-            seed=seed + 7, attribute_names=TEACHER_ATTRIBUTES, progress=progress
         )
     return continue_with_identity(
         network,
