@@ -5,9 +5,9 @@
 Each phase of the recipe (`RECIPE_STEPS`) runs `--steps` optimiser steps at the recipe's batch
 size on a freshly built demo generator, after a few warm-up steps. The time per step times the
 recipe's step count gives the phase's estimate. The attribute regressors that teach the later
-phases and score the result are timed the same way. The weights do not change the step time,
-so the estimate holds for the trained generator too. Identity phases need the committed
-`weights/demo/identity.onnx`.
+phases and score the result, and the evaluation's cross-check regressor, are timed the same
+way. The weights do not change the step time, so the estimate holds for the trained generator
+too. Identity phases need the committed `weights/demo/identity.onnx`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from pathlib import Path
 import torch
 
 from harness.demo.evaluate_generator import (
+    CROSS_CHECK_STEPS,
     MEASURED_ATTRIBUTES,
     SCORING_REGRESSOR_STEPS,
     TEACHER_ATTRIBUTES,
     train_attribute_regressor,
+    train_cross_check_regressor,
 )
 from harness.demo.networks import HairstyleNet
 from harness.demo.train_generator import (
@@ -38,10 +40,12 @@ from harness.identity import load_identity_model
 from harness.suite.regions import DEMO_FACE_CROP
 
 IDENTITY_MODEL = Path(__file__).resolve().parent.parent / "weights" / "demo" / "identity.onnx"
-# Regressor steps in one run of the recipe: the refinement's teacher and the identity phases'
-# teacher (the trainer's default of 800 steps each), then evaluate_generator's two scoring
-# regressors.
-REGRESSOR_STEPS = 2 * 800 + 2 * SCORING_REGRESSOR_STEPS
+# Regressor steps of the recipe: the refinement's teacher and the identity phases' teacher, at
+# the trainer's default of 800 steps each.
+TEACHER_STEPS = 2 * 800
+# Regressor steps of evaluate_generator, which `latentgate demo train generator` runs after
+# training: the two scoring regressors (the cross-check regressor is timed on its own).
+SCORING_STEPS = 2 * SCORING_REGRESSOR_STEPS
 
 
 def _seconds_per_step(run, steps: int, warmup: int) -> float:
@@ -79,17 +83,25 @@ def main() -> None:
         ),
     ]
     print(f"torch {torch.__version__}, {args.threads} threads, {args.steps} timed steps per phase")
-    total = 0.0
+    training = 0.0
     for (name, run), recipe_steps in zip(phases, RECIPE_STEPS, strict=True):
-        seconds = _seconds_per_step(run, args.steps, args.warmup)
-        total += seconds * recipe_steps
-        print(f"{name:16s} {seconds:6.3f} s/step x {recipe_steps:5d} steps = {seconds * recipe_steps / 60:6.1f} min")
-    seconds = _seconds_per_step(lambda n: train_attribute_regressor(steps=n, progress=False), args.steps, args.warmup)
-    regressors = seconds * REGRESSOR_STEPS
-    total += regressors
-    print(f"{'regressors':16s} {seconds:6.3f} s/step x {REGRESSOR_STEPS:5d} steps = {regressors / 60:6.1f} min")
-    print(f"estimated total, without the evaluation's renders and samples: {total / 3600:.2f} h")
+        training += _report(name, _seconds_per_step(run, args.steps, args.warmup), recipe_steps)
+    regressor = _seconds_per_step(lambda n: train_attribute_regressor(steps=n, progress=False), args.steps, args.warmup)
+    training += _report("teachers", regressor, TEACHER_STEPS)
+    print(f"estimated training: {training / 3600:.2f} h")
 
+    evaluation = _report("scoring", regressor, SCORING_STEPS)
+    cross_check = _seconds_per_step(lambda n: train_cross_check_regressor(steps=n, progress=False), args.steps, args.warmup)
+    evaluation += _report("cross-check", cross_check, CROSS_CHECK_STEPS)
+    print(f"estimated evaluation, without its renders and samples: {evaluation / 3600:.2f} h")
+    print(f"estimated total: {(training + evaluation) / 3600:.2f} h")
+
+
+def _report(name: str, seconds_per_step: float, steps: int) -> float:
+    """Print one line of the estimate and return its seconds."""
+    seconds = seconds_per_step * steps
+    print(f"{name:16s} {seconds_per_step:6.3f} s/step x {steps:5d} steps = {seconds / 60:6.1f} min")
+    return seconds
 
 if __name__ == "__main__":
     main()

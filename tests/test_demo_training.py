@@ -275,7 +275,12 @@ class _RenderingGenerator(torch.nn.Module):
 
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_generator_evaluation_against_renders(shuffle):
-    from harness.demo.evaluate_generator import IDENTITY_TRAITS, MEASURED_ATTRIBUTES, evaluate_generator
+    from harness.demo.evaluate_generator import (
+        IDENTITY_TRAITS,
+        MEASURED_ATTRIBUTES,
+        UpsampledRegressor,
+        evaluate_generator,
+    )
     from harness.demo.manifest import WEIGHTS_DIR
     from harness.identity import load_identity_model
     from harness.suite.regions import DEMO_FACE_CROP
@@ -288,12 +293,16 @@ def test_generator_evaluation_against_renders(shuffle):
         regressor=HairstyleNet(num_classes=len(MEASURED_ATTRIBUTES)).eval(),
         trait_regressor=HairstyleNet(num_classes=len(IDENTITY_TRAITS)).eval(),
         identity_model=identity_model,
+        cross_check_regressor=UpsampledRegressor(size=64).eval(),
     )
     similarity = figures["identity_similarity_to_render"]
     if not shuffle:
         # Samples equal to their renders: every figure equals the regressors' own ceiling.
         for name in MEASURED_ATTRIBUTES + IDENTITY_TRAITS:
             assert figures[f"r2.{name}"] == pytest.approx(figures[f"r2_on_renders.{name}"])
+        for name in MEASURED_ATTRIBUTES:
+            cross_check = figures[f"r2_cross_check.{name}"]
+            assert cross_check == pytest.approx(figures[f"r2_cross_check_on_renders.{name}"])
         assert figures["mean_abs_pixel_error"] == 0.0
         assert similarity == pytest.approx(1.0, abs=1e-4)
     else:

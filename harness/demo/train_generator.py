@@ -362,10 +362,9 @@ RECIPE_LEARNING_RATES = (1e-2, 3e-3)
 # from their renders count more. The feature loss, which pulls G(z)'s texture towards the
 # render's, counts twice. On the generator of the first four phases, this phase raised
 # evaluate_generator's R^2 of curl from 0.37 to 0.64, braids from 0.73 to 0.86 and fringe
-# from 0.26 to 0.77. NOTE: the teacher shares the scoring regressor's architecture. A
-# MobileNetV3-small trained on renders confirmed the fringe gain (0.28 to 0.74) but read curl
-# at 0.0 and braids at 0.35 after this phase, so curl and braids gained less than their R^2
-# suggests.
+# from 0.26 to 0.77. NOTE: the teacher shares the scoring regressor's architecture, and
+# evaluate_generator's cross-check regressor (MobileNetV3-small) reads curl at 0.10, braids at
+# 0.78 and fringe at 0.66 on the result, so the scoring R^2 overstates curl most.
 HAIR_PHASE_SETTINGS = {
     "attribute_loss_weights": (1.0, 1.0, 8.0, 3.0, 8.0, 1.0, 1.0, 2.0),
     "feature_weight": 2.0,
