@@ -172,6 +172,21 @@ def test_generator_refinement_and_continuation_run():
     assert continued.architecture == architecture
 
 
+@pytest.mark.parametrize("steps", [10, 20])
+def test_generator_phases_at_one_step_warmup(steps):
+    # 20 steps make the pixel phases' warm-up (5%) and 10 steps the later phases' warm-up (10%)
+    # exactly one step long, which OneCycleLR cannot schedule by itself.
+    from harness.demo.networks import HairstyleNet
+    from harness.demo.train_generator import refine_generator, train_generator
+    from harness.generator import build_generator
+
+    network = build_generator(_tiny_architecture())
+    trained = train_generator(steps=steps, batch_size=2, progress=False, network=network)
+    teacher = HairstyleNet(num_classes=5)
+    refined = refine_generator(trained, teacher, steps=steps, batch_size=2, progress=False)
+    assert torch.isfinite(refined.w_avg).all()
+
+
 def test_generator_identity_phase_runs():
     from harness.demo.evaluate_generator import TEACHER_ATTRIBUTES
     from harness.demo.manifest import WEIGHTS_DIR

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -146,6 +147,10 @@ def _optimizer_and_schedule(
     optimizer = torch.optim.Adam(
         [{"params": params, "lr": rate} for params, rate in groups], betas=(0.9, 0.99)
     )
+    # OneCycleLR (torch 2.14) divides by zero when its warm-up ends one step in, as it does for
+    # 20 steps at a fraction of 0.05, so such a warm-up takes two steps instead.
+    if math.isclose(warmup_fraction * steps, 1.0) and steps > 2:
+        warmup_fraction = 2.0 / steps
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, rates, total_steps=steps, pct_start=warmup_fraction
     )
