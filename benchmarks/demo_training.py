@@ -98,10 +98,11 @@ def main() -> None:
 
 
 def _report(name: str, seconds_per_step: float, steps: int) -> float:
-    """Print one line of the estimate and return its seconds."""
+    """Print the estimate of one phase or regressor and return it in seconds."""
     seconds = seconds_per_step * steps
     print(f"{name:16s} {seconds_per_step:6.3f} s/step x {steps:5d} steps = {seconds / 60:6.1f} min")
     return seconds
+
 
 if __name__ == "__main__":
     main()

@@ -176,13 +176,13 @@ def test_generator_refinement_and_continuation_run():
 def test_generator_phases_at_one_step_warmup(steps):
     # 20 steps make the pixel phases' warm-up (5%) and 10 steps the later phases' warm-up (10%)
     # exactly one step long, which OneCycleLR cannot schedule by itself.
-    from harness.demo.networks import HairstyleNet
+    from harness.demo.evaluate_generator import MEASURED_ATTRIBUTES
     from harness.demo.train_generator import refine_generator, train_generator
     from harness.generator import build_generator
 
     network = build_generator(_tiny_architecture())
     trained = train_generator(steps=steps, batch_size=2, progress=False, network=network)
-    teacher = HairstyleNet(num_classes=5)
+    teacher = HairstyleNet(num_classes=len(MEASURED_ATTRIBUTES))
     refined = refine_generator(trained, teacher, steps=steps, batch_size=2, progress=False)
     assert torch.isfinite(refined.w_avg).all()
 

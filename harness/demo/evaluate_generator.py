@@ -114,6 +114,26 @@ def _generate(generator: Generator, z: torch.Tensor, batch_size: int = 100) -> t
     return torch.cat([generator(z[i : i + batch_size], noise_mode="const") for i in range(0, len(z), batch_size)])
 
 
+def _r2_figures(
+    prefix: str,
+    regressor: torch.nn.Module,
+    samples: torch.Tensor,
+    renders: torch.Tensor,
+    attributes,
+    names: tuple[str, ...],
+) -> dict[str, float]:
+    """Return R^2 of what `regressor` reads per name, off samples (`{prefix}.{name}`) and off
+    renders (`{prefix}_on_renders.{name}`, the regressor's ceiling)."""
+    truth = _targets(attributes, names).numpy()
+    on_samples = _predict(regressor, samples).numpy()
+    on_renders = _predict(regressor, renders).numpy()
+    figures = {}
+    for i, name in enumerate(names):
+        figures[f"{prefix}.{name}"] = float(r2_score(truth[:, i], on_samples[:, i]))
+        figures[f"{prefix}_on_renders.{name}"] = float(r2_score(truth[:, i], on_renders[:, i]))
+    return figures
+
+
 @torch.no_grad()
 def evaluate_generator(
     generator: Generator,
@@ -131,9 +151,9 @@ def evaluate_generator(
     They are R^2 per attribute and identity trait on generator samples (and on renders, the
     regressor's ceiling) and the mean absolute pixel error against the renders. Unless
     `cross_check` is False, they add R^2 of MEASURED_ATTRIBUTES read by the cross-check
-    regressor (`r2_cross_check.*`, trained here unless given). With the
-    identity model, they add the mean cosine similarity between each sample and its render. With
-    the clean classifier, they add the class frequencies in generator samples next to the prior's.
+    regressor (`r2_cross_check.*`, trained here unless given). With the identity model, they
+    add the mean cosine similarity between each sample and its render. With the clean
+    classifier, they add the class frequencies in generator samples next to the prior's.
     """
     with torch.enable_grad():
         if regressor is None:
@@ -148,27 +168,14 @@ def evaluate_generator(
     attributes = intended_attributes(z)
     renders = render(attributes, size=generator.resolution) * 2 - 1
     samples = _generate(generator, z)
-    truth = _targets(attributes).numpy()
-    on_samples = _predict(regressor, samples).numpy()
-    on_renders = _predict(regressor, renders).numpy()
-
-    trait_truth = _targets(attributes, IDENTITY_TRAITS).numpy()
-    traits_on_samples = _predict(trait_regressor, samples).numpy()
-    traits_on_renders = _predict(trait_regressor, renders).numpy()
 
     figures: dict[str, float | dict] = {"num_samples": num_samples}
-    for i, name in enumerate(MEASURED_ATTRIBUTES):
-        figures[f"r2.{name}"] = float(r2_score(truth[:, i], on_samples[:, i]))
-        figures[f"r2_on_renders.{name}"] = float(r2_score(truth[:, i], on_renders[:, i]))
-    for i, name in enumerate(IDENTITY_TRAITS):
-        figures[f"r2.{name}"] = float(r2_score(trait_truth[:, i], traits_on_samples[:, i]))
-        figures[f"r2_on_renders.{name}"] = float(r2_score(trait_truth[:, i], traits_on_renders[:, i]))
+    figures.update(_r2_figures("r2", regressor, samples, renders, attributes, MEASURED_ATTRIBUTES))
+    figures.update(_r2_figures("r2", trait_regressor, samples, renders, attributes, IDENTITY_TRAITS))
     if cross_check:
-        cross_on_samples = _predict(cross_check_regressor, samples).numpy()
-        cross_on_renders = _predict(cross_check_regressor, renders).numpy()
-        for i, name in enumerate(MEASURED_ATTRIBUTES):
-            figures[f"r2_cross_check.{name}"] = float(r2_score(truth[:, i], cross_on_samples[:, i]))
-            figures[f"r2_cross_check_on_renders.{name}"] = float(r2_score(truth[:, i], cross_on_renders[:, i]))
+        figures.update(
+            _r2_figures("r2_cross_check", cross_check_regressor, samples, renders, attributes, MEASURED_ATTRIBUTES)
+        )
     figures["mean_abs_pixel_error"] = float((samples - renders).abs().mean())
     if identity_model is not None:
         similarity = cosine_similarity(identity_model.embed(samples), identity_model.embed(renders))
