@@ -36,7 +36,7 @@ class AvatarAttributes:
     # Hair. The first five define the hairstyle class (see `hairstyle_class`).
     # Length: 0 cropped above the ears, 0.3 to the mouth, 0.6 below the chin, 1 past the shoulders.
     hair_length: torch.Tensor
-    # Curl: 0 straight (smooth outline, vertical strands) ... 1 tight curls (bumpy outline, spots).
+    # Curl: 0 straight (smooth outline, vertical strands) ... 1 curly (lobed outline, dark patches).
     hair_curl: torch.Tensor
     # Braids: 0 loose ... 1 fully braided (hanging braids, or braids ending above the mouth on
     # short hair), with cornrow stripes on the scalp whose contrast grows from 0 on.

@@ -46,11 +46,15 @@ MAX_SHIFT = 2.0 / 64  # one pixel at 64 px
 MAX_TILT_DEG = 4.0
 
 # Spatial frequencies of the hair textures, in radians per unit (period at 64 px in brackets).
-_BUMP_FREQ = 2 * math.pi / 0.14  # curl bumps on outlines (4.5 px)
-_STREAK_FREQ = 2 * math.pi / 0.07  # vertical strands of straight hair (2.2 px)
-_SPOT_FREQ = 2 * math.pi / 0.12  # spots of curly hair (3.8 px)
-_CORNROW_FREQ = 2 * math.pi / 0.12  # cornrow stripes of braided hair on the scalp (3.8 px)
-_BRAID_PERIOD = 0.13  # length of one braid segment (4.2 px)
+# The periods are 6 px or more, because the demo StyleGAN2 (trained on a CPU for under 2
+# hours) does not learn patterns of 4 px or less. Curl spots of 3.8 px stayed a flat blur even
+# when it was trained on 32 fixed renders, so hair cues at that scale were invisible in its
+# samples.
+_BUMP_FREQ = 2 * math.pi / 0.5  # curl lobes on outlines (16 px)
+_STREAK_FREQ = 2 * math.pi / 0.2  # vertical strands of straight hair (6.4 px)
+_SPOT_FREQ = 2 * math.pi / 0.5  # dark patches of curly hair (16 px)
+_CORNROW_FREQ = 2 * math.pi / 0.2  # cornrow stripes of braided hair on the scalp (6.4 px)
+_BRAID_PERIOD = 0.2  # length of one braid segment (6.4 px)
 
 _CLOTHES_RGB = (0.22, 0.27, 0.36)
 _SCLERA_RGB = (0.93, 0.92, 0.88)
@@ -380,9 +384,9 @@ def _draw_back_hair(canvas: _Canvas, frame: _Frame) -> tuple[torch.Tensor, torch
     ear_level = torch.tensor(HEAD_CENTRE_Y + 0.05)
     cap_bottom = torch.maximum(torch.minimum(bottom, ear_level), HEAD_CENTRE_Y - 0.2 + 0.75 * puff)
 
-    # Outlines, made bumpy by curl: the perturbation `wobble` is [n, S, S].
+    # Outlines, made lobed by curl: the perturbation `wobble` is [n, S, S].
     bumps = 0.5 * (torch.sin(_BUMP_FREQ * x) + torch.sin(_BUMP_FREQ * y))
-    wobble = (0.04 * curl + 0.02 * puff) * bumps
+    wobble = (0.06 * curl + 0.02 * puff) * bumps
     skull = _ellipse_distance(
         abs_x, y - (HEAD_CENTRE_Y - 0.02), half_width + margin, half_height + margin + 0.02
     )
@@ -394,7 +398,7 @@ def _draw_back_hair(canvas: _Canvas, frame: _Frame) -> tuple[torch.Tensor, torch
     loose_coverage = _coverage(torch.minimum(cap, hanging), frame.pixel)
     back_coverage = torch.maximum(cap_coverage, loose_coverage * (1.0 - braided))
 
-    # Texture: vertical strands for straight hair, wavy spots for curls, and cornrow stripes
+    # Texture: vertical strands for straight hair, wavy patches for curls, and cornrow stripes
     # on the scalp whose contrast grows with `hair_braids` from 0 on.
     streaks = 0.5 + 0.5 * torch.sin(_STREAK_FREQ * x)
     wave_x = _SPOT_FREQ * x + 1.0 + 1.5 * torch.sin(0.5 * _SPOT_FREQ * y)  # [n, S, S]
@@ -403,7 +407,9 @@ def _draw_back_hair(canvas: _Canvas, frame: _Frame) -> tuple[torch.Tensor, torch
     cornrows = torch.sin(_CORNROW_FREQ * x).clamp_min(0.0).square()
     texture = 1.0 - 0.18 * (1.0 - curl) * streaks - 0.4 * curl * spots
     texture = texture * (1.0 - 0.5 * braids * cornrows * cap_coverage)
-    hair_texture = frame.hair * texture.unsqueeze(1)  # [n, 3, S, S]
+    # A grey sheen between the curl patches keeps them visible on black hair.
+    sheen = 0.12 * curl * (1.0 - spots)
+    hair_texture = frame.hair * texture.unsqueeze(1) + sheen.unsqueeze(1)  # [n, 3, S, S]
     canvas.paint_coverage(0.85 * hair_texture, back_coverage, "hair")  # in the head's shadow
 
     # Braids: two lobed strands on each side, from the temples down to `bottom`, with a
@@ -461,7 +467,7 @@ def _draw_front_hair(canvas, frame: _Frame, skull, hair_texture, brow_top) -> No
 
     The hairline dips towards the temples. The fringe reaches from the hairline down to just
     above the brows at `hair_fringe` 1. Its lower edge is jagged (strand tips) for straight
-    hair and bumpy for curls.
+    hair and lobed for curls.
     """
     x, y = frame.x, frame.y
     curl = frame.column("hair_curl")

@@ -367,9 +367,12 @@ RECIPE_LEARNING_RATES = (1e-2, 3e-3)
 # from their renders count more. The feature loss, which pulls G(z)'s texture towards the
 # render's, counts twice. On the generator of the first four phases, this phase raised
 # evaluate_generator's R^2 of curl from 0.37 to 0.64, braids from 0.73 to 0.86 and fringe
-# from 0.26 to 0.77. NOTE: the teacher shares the scoring regressor's architecture, and
-# evaluate_generator's cross-check regressor (MobileNetV3-small) reads curl at 0.10, braids at
-# 0.78 and fringe at 0.66 on the result, so the scoring R^2 overstates curl most.
+# from 0.26 to 0.77, on renders with hair textures of 2 to 4.5 px. The textures were then
+# coarsened to 6.4 and 16 px. Read by a scoring regressor trained on the new renders, a second
+# hair phase on that generator raised curl from -0.69 to 0.92, fringe from 0.66 to 0.86 and
+# braids from 0.47 to 0.67. NOTE: the teacher shares the scoring regressor's
+# architecture. The cross-check regressor (MobileNetV3-small) reads curl at 0.92 too, but
+# braids at 0.38 and fringe at 0.69, so the scoring R^2 overstates braids and fringe.
 HAIR_PHASE_SETTINGS = {
     "attribute_loss_weights": (1.0, 1.0, 8.0, 3.0, 8.0, 1.0, 1.0, 2.0),
     "feature_weight": 2.0,
@@ -389,9 +392,11 @@ def train_demo_generator(
     `start` is a generator that has been through every phase but the last (the hair phase),
     and only the hair phase runs on it.
 
-    NOTE: the committed generator was made in three runs: the first three phases, then the
-    identity phase with `start`, then the hair phase with `start` (`started_from` in the
-    manifest names the last start). The five phases have not been run end to end in one go.
+    NOTE: the committed generator was made in four runs: the first three phases, then the
+    identity phase with `start`, then the hair phase with `start`, all on renders whose hair
+    textures had periods of 2 to 4.5 px. The fourth run is the hair phase once more, with
+    `start`, on the current renders (`started_from` in the manifest names that start). The five
+    phases have not been run end to end in one go, nor on the current renders alone.
     """
     from harness.demo.evaluate_generator import TEACHER_ATTRIBUTES, train_attribute_regressor
 
