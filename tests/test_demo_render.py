@@ -345,7 +345,7 @@ def test_long_hair_reaches_the_shoulders():
 
 
 def test_fringe_covers_the_forehead():
-    forehead = (row_of(-0.29), col_of(0.0))  # one pixel above the lowest fringe edge
+    forehead = (row_of(-0.29), col_of(0.0))  # about 1.5 px above the fringe's lower edge
     assert float(hair_mask(hair_fringe=1.0)[forehead]) > 0.99
     assert float(hair_mask(hair_fringe=0.0)[forehead]) < 0.01
 

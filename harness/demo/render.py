@@ -46,8 +46,8 @@ MAX_SHIFT = 2.0 / 64  # one pixel at 64 px
 MAX_TILT_DEG = 4.0
 
 # Spatial frequencies of the hair textures, in radians per unit (period at 64 px in brackets).
-# The periods are 6 px or more, because the demo StyleGAN2 (trained on a CPU for under 2
-# hours) does not learn patterns of 4 px or less. Curl spots of 3.8 px stayed a flat blur even
+# The periods are 6 px or more, because the demo StyleGAN2 (trained for a few hours on a
+# 2-core CPU) does not learn patterns of 4 px or less. Curl spots of 3.8 px stayed a flat blur even
 # when it was trained on 32 fixed renders, so hair cues at that scale were invisible in its
 # samples.
 _BUMP_FREQ = 2 * math.pi / 0.5  # curl lobes on outlines (16 px)
